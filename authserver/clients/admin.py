@@ -1,0 +1,184 @@
+"""Client administration: every change writes its event in the same transaction.
+
+Used by the CLI now and by the admin API and registration later; callers own the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver import events, hashing
+from authserver.clients.records import (
+    AUTH_METHODS,
+    AuthMethod,
+    ClientRecord,
+    check_cidrs,
+    check_jwks,
+    check_jwks_uri,
+    check_resources,
+)
+from authserver.errors import Invalid, NotFound
+from authserver.scopes import ScopeCatalog
+from authserver.storage.models import DEFAULT_ORG_ID, Client, Organization
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSpec:
+    name: str
+    scopes: tuple[str, ...] = ()
+    ip_allow: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    auth_method: AuthMethod = "client_secret_basic"
+    jwks: dict[str, Any] | None = field(default=None, repr=False)
+    jwks_uri: str | None = None
+    org_id: str = DEFAULT_ORG_ID
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUpdate:
+    """Fields to change; None leaves a field as it is."""
+
+    name: str | None = None
+    scopes: tuple[str, ...] | None = None
+    ip_allow: tuple[str, ...] | None = None
+    resources: tuple[str, ...] | None = None
+
+
+def _check_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise Invalid("name: must be 1 to 200 characters")
+    return name
+
+
+def _check_key_source(
+    auth_method: str, jwks: dict[str, Any] | None, jwks_uri: str | None
+) -> None:
+    if auth_method not in AUTH_METHODS:
+        raise Invalid(f"token_endpoint_auth_method: must be one of {', '.join(AUTH_METHODS)}")
+    if jwks is not None and jwks_uri is not None:
+        raise Invalid("jwks and jwks_uri: give one, not both (RFC 7591 §2)")
+    if auth_method == "private_key_jwt" and jwks is None and jwks_uri is None:
+        raise Invalid("private_key_jwt needs the client's public keys: jwks or jwks_uri")
+    if jwks is not None:
+        check_jwks(jwks)
+    if jwks_uri is not None:
+        check_jwks_uri(jwks_uri)
+
+
+def _row(session: Session, client_id: str) -> Client:
+    row = session.get(Client, client_id)
+    if row is None:
+        raise NotFound(f"no client {client_id}")
+    return row
+
+
+def create_client(
+    session: Session, catalog: ScopeCatalog, spec: ClientSpec, now: float
+) -> tuple[ClientRecord, str | None]:
+    """Create a client; returns it and its secret (shown once; None for private_key_jwt)."""
+    name = _check_name(spec.name)
+    scopes = catalog.check_client_scopes(spec.scopes)
+    _check_key_source(spec.auth_method, spec.jwks, spec.jwks_uri)
+    if session.get(Organization, spec.org_id) is None:
+        raise Invalid(f"org_id: no organisation {spec.org_id}")
+    secret = None if spec.auth_method == "private_key_jwt" else hashing.new_secret(
+        hashing.CLIENT_SECRET_PREFIX
+    )
+    row = Client(
+        client_id=hashing.new_client_id(), org_id=spec.org_id, name=name,
+        secret_digest=hashing.digest(secret) if secret else None,
+        auth_method=spec.auth_method, grant_types=["client_credentials"],
+        scopes=list(scopes), ip_allow=check_cidrs(list(spec.ip_allow)),
+        resources=check_resources(list(spec.resources)), jwks=spec.jwks,
+        jwks_uri=spec.jwks_uri, status="active", created_at=now, updated_at=now,
+        tokens_valid_after=0.0,
+    )
+    session.add(row)
+    events.record(session, "client.created", row.client_id, now, row.org_id)
+    session.flush()
+    return ClientRecord.from_row(row), secret
+
+
+def load_client(session: Session, client_id: str) -> ClientRecord | None:
+    """The token path's one indexed read (on a cache miss)."""
+    row = session.get(Client, client_id)
+    return None if row is None else ClientRecord.from_row(row)
+
+
+def get_client(session: Session, client_id: str) -> ClientRecord:
+    return ClientRecord.from_row(_row(session, client_id))
+
+
+def list_clients(session: Session, org_id: str | None = None) -> list[ClientRecord]:
+    query = select(Client).order_by(Client.created_at, Client.client_id)
+    if org_id is not None:
+        query = query.where(Client.org_id == org_id)
+    return [ClientRecord.from_row(row) for row in session.scalars(query)]
+
+
+def update_client(
+    session: Session, catalog: ScopeCatalog, client_id: str, change: ClientUpdate, now: float
+) -> ClientRecord:
+    """Change a client. Narrowing what tokens may do (scopes, IP allowlist, resources) also
+    cuts off every token issued before now."""
+    row = _row(session, client_id)
+    changed: list[str] = []
+    if change.name is not None:
+        row.name = _check_name(change.name)
+        changed.append("name")
+    if change.scopes is not None:
+        row.scopes = list(catalog.check_client_scopes(change.scopes))
+        changed.append("scopes")
+    if change.ip_allow is not None:
+        row.ip_allow = check_cidrs(list(change.ip_allow))
+        changed.append("ip_allow")
+    if change.resources is not None:
+        row.resources = check_resources(list(change.resources))
+        changed.append("resources")
+    if not changed:
+        return ClientRecord.from_row(row)
+    row.updated_at = now
+    if set(changed) - {"name"}:
+        row.tokens_valid_after = now
+    events.record(session, "client.updated", client_id, now, row.org_id,
+                  {"fields": changed, "tokens_valid_after": row.tokens_valid_after})
+    return ClientRecord.from_row(row)
+
+
+def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -> ClientRecord:
+    """Disable (cutting off its tokens) or re-enable a client; a repeat is a no-op."""
+    row = _row(session, client_id)
+    status = "disabled" if disabled else "active"
+    if row.status == status:
+        return ClientRecord.from_row(row)
+    row.status = status
+    row.updated_at = now
+    if disabled:
+        row.tokens_valid_after = now
+    events.record(session, "client.disabled" if disabled else "client.enabled", client_id, now,
+                  row.org_id, {"tokens_valid_after": row.tokens_valid_after})
+    return ClientRecord.from_row(row)
+
+
+def delete_client(session: Session, client_id: str, now: float) -> None:
+    row = _row(session, client_id)
+    events.record(session, "client.deleted", client_id, now, row.org_id,
+                  {"tokens_valid_after": now})
+    session.delete(row)
+
+
+def rotate_secret(session: Session, client_id: str, now: float) -> str:
+    """A new secret (shown once); the old one stops working at once. Tokens live on."""
+    row = _row(session, client_id)
+    if row.auth_method == "private_key_jwt":
+        raise Invalid("this client authenticates with private_key_jwt and has no secret")
+    secret = hashing.new_secret(hashing.CLIENT_SECRET_PREFIX)
+    row.secret_digest = hashing.digest(secret)
+    row.updated_at = now
+    events.record(session, "client.secret_rotated", client_id, now, row.org_id)
+    return secret

@@ -1,0 +1,296 @@
+"""One frozen settings tree, loaded from TOML and the environment.
+
+Where settings come from, first match wins for the file: ``--config PATH``, ``$AUTHSERVER_CONFIG``,
+``./authserver.toml``, else built-in defaults. Every leaf can then be overridden by an environment
+variable named ``AUTHSERVER_`` + the setting's path in upper case with ``__`` between levels:
+``issuer`` → ``AUTHSERVER_ISSUER``, ``server.port`` → ``AUTHSERVER_SERVER__PORT``. Lists and
+tables are given as JSON in the environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "AUTHSERVER_"
+SigningAlgorithm = Literal["RS256", "ES256", "EdDSA", "PS256"]
+ScopePolicy = Literal["intersect", "strict", "client"]
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or out of range; the message names its path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address `authserver serve` listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port `authserver serve` listens on.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="CIDRs of reverse proxies whose X-Forwarded-For is believed.",
+    )
+    max_body_bytes: int = Field(
+        65536, ge=1024, description="Largest request body accepted; larger bodies get 413."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR such as 10.0.0.0/8") from exc
+        return value
+
+
+class TokenSettings(_Section):
+    access_token_lifetime: int = Field(
+        3600, ge=60, le=86400, description="Lifetime of access tokens in seconds (exp - iat)."
+    )
+    default_audience: str = Field(
+        "",
+        description="`aud` of tokens requested without `resource`; empty means the issuer URL.",
+    )
+    scope_policy: ScopePolicy = Field(
+        "intersect",
+        description="How a requested scope is matched: intersect, strict or client (DESIGN.md).",
+    )
+    max_assertion_lifetime: int = Field(
+        300, ge=10, le=3600, description="Longest private_key_jwt assertion accepted (exp - now)."
+    )
+    clock_skew: int = Field(
+        30, ge=0, le=300, description="Seconds of clock skew tolerated on client assertions."
+    )
+
+
+class SigningSettings(_Section):
+    algorithm: SigningAlgorithm = Field(
+        "RS256", description="Algorithm of new signing keys: RS256, ES256, EdDSA or PS256."
+    )
+    jwks_max_age: int = Field(
+        300, ge=0, le=86400, description="Cache-Control max-age of the JWKS response in seconds."
+    )
+    propagation_delay: int = Field(
+        600,
+        ge=0,
+        description="Seconds a rotated key is published before it signs (>= max-age + reload).",
+    )
+    reload_interval: float = Field(
+        2.0, gt=0, le=60, description="Seconds between checks of the keys directory for changes."
+    )
+    generate_if_missing: bool = Field(
+        True, description="Generate a development key on start when the keys directory is empty."
+    )
+
+    @model_validator(mode="after")
+    def _propagation(self) -> SigningSettings:
+        if self.propagation_delay < self.jwks_max_age + self.reload_interval:
+            raise ValueError(
+                "propagation_delay must be >= jwks_max_age + reload_interval, or verifiers "
+                "holding a cached JWKS would see tokens signed by a key they do not know"
+            )
+        return self
+
+
+class CacheSettings(_Section):
+    event_poll_interval: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Seconds between polls of the event log; bounds how stale a cached client is.",
+    )
+
+
+class OutboundSettings(_Section):
+    allow_loopback_http: bool = Field(
+        False,
+        description="Development only: allow http:// and loopback addresses for jwks_uri fetches.",
+    )
+    timeout: float = Field(5.0, gt=0, le=60, description="Seconds before an outbound fetch fails.")
+    max_bytes: int = Field(
+        65536, ge=1024, description="Largest outbound response body (a client's JWKS) accepted."
+    )
+    min_cache_seconds: int = Field(
+        60, ge=0, description="Shortest time a fetched document is cached, whatever it says."
+    )
+    max_cache_seconds: int = Field(
+        3600, ge=0, description="Longest time a fetched document is cached, whatever it says."
+    )
+
+
+class ResourceServer(_Section):
+    identifier: str = Field(description="The resource's URI; tokens for it carry it as `aud`.")
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes this resource accepts; empty means any."
+    )
+
+    @field_validator("identifier")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if not parts.scheme or not parts.netloc or parts.fragment:
+            raise ValueError("must be an absolute URI without a fragment (RFC 8707 §2)")
+        return value
+
+
+class ScopeDefinition(_Section):
+    name: str = Field(description="The scope token.")
+    description: str = Field("", description="What the scope allows, shown to people.")
+    api_key_only: bool = Field(
+        False, description="Never granted to an OAuth or DCR client, only to API keys."
+    )
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level of the authserver loggers."
+    )
+
+
+class Settings(_Section):
+    issuer: str = Field(
+        "http://127.0.0.1:8000",
+        description="Public base URL; discovery's `issuer` is exactly this string.",
+    )
+    data_dir: str = Field("data", description="Directory of the embedded SQLite database.")
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means sqlite:///<data_dir>/authserver.db."
+    )
+    keys_dir: str = Field("keys", description="Directory of the private signing keys (JWK files).")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    signing: SigningSettings = Field(default_factory=SigningSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    resources: list[ResourceServer] = Field(
+        default_factory=list,
+        description="Resource servers clients may name with RFC 8707 `resource`.",
+    )
+    scopes: list[ScopeDefinition] = Field(
+        default_factory=list, description="The scope catalog: descriptions and api_key_only flags."
+    )
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL such as https://auth.example.com")
+        if parts.query or parts.fragment or parts.path not in ("",):
+            raise ValueError("must have no path, query or fragment (RFC 8414 §2)")
+        return value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.data_dir) / 'authserver.db'}"
+
+    @property
+    def default_audience(self) -> str:
+        return self.tokens.default_audience or self.issuer
+
+    def endpoint(self, path: str) -> str:
+        """The public URL of one of our endpoints."""
+        return self.issuer + path
+
+
+def _parse_env_value(raw: str, annotation: Any) -> Any:
+    if annotation is str:
+        return raw
+    if raw[:1] in "[{":
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"invalid JSON in environment: {exc.msg}") from exc
+    return raw
+
+
+def _env_overrides(model: type[BaseModel], env: Mapping[str, str], path: tuple[str, ...]) -> dict[
+    str, Any
+]:
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        key = ENV_PREFIX + "__".join((*path, name)).upper()
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            nested = _env_overrides(annotation, env, (*path, name))
+            if nested:
+                out[name] = nested
+        elif key in env:
+            try:
+                out[name] = _parse_env_value(env[key], annotation)
+            except ConfigError as exc:
+                raise ConfigError(f"{key}: {exc}") from exc
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{loc}: {message}")
+    return f"invalid configuration ({source}):\n  " + "\n  ".join(lines)
+
+
+def config_path(explicit: str | None, env: Mapping[str, str]) -> Path | None:
+    """Which file to read: --config, then $AUTHSERVER_CONFIG, then ./authserver.toml."""
+    if explicit:
+        return Path(explicit)
+    if env.get("AUTHSERVER_CONFIG"):
+        return Path(env["AUTHSERVER_CONFIG"])
+    default = Path("authserver.toml")
+    return default if default.exists() else None
+
+
+def load_settings(
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings tree; raises ConfigError naming the offending path."""
+    env = os.environ if env is None else env
+    file = config_path(path, env)
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if file is not None:
+        source = str(file)
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file {file} does not exist") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{file}: not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(Settings, env, ()))
+    if overrides:
+        data = _merge(data, dict(overrides))
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source + " + environment")) from exc

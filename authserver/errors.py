@@ -1,0 +1,136 @@
+"""Error classes: RFC 6749 OAuth errors and the platform's API error envelope.
+
+Handlers raise these; `authserver.web.errors` is the one place that renders them. Each error has
+a public `description` and a private `detail` that only goes to logs and audit.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+OAuthErrorCode = Literal[
+    "invalid_request",
+    "invalid_client",
+    "invalid_grant",
+    "unauthorized_client",
+    "unsupported_grant_type",
+    "invalid_scope",
+    "invalid_target",
+    "unsupported_response_type",
+    "server_error",
+    "temporarily_unavailable",
+]
+
+
+class AuthServerError(Exception):
+    """Base of every error the server renders on purpose."""
+
+
+class OAuthError(AuthServerError):
+    """An RFC 6749 §5.2 error response."""
+
+    error: ClassVar[OAuthErrorCode] = "invalid_request"
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, description: str = "", *, detail: str = "") -> None:
+        super().__init__(description)
+        self.description = description
+        self.detail = detail
+
+
+class InvalidRequest(OAuthError):
+    """RFC 6749 §5.2: missing, repeated or malformed parameter."""
+
+    error = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    """RFC 6749 §5.2: client authentication failed. 401 (with WWW-Authenticate under Basic)."""
+
+    error = "invalid_client"
+    status_code = 401
+
+    def __init__(
+        self, description: str = "Client authentication failed", *, detail: str = "",
+        used_basic: bool = False,
+    ) -> None:
+        super().__init__(description, detail=detail)
+        self.used_basic = used_basic
+
+
+class InvalidGrant(OAuthError):
+    """RFC 6749 §5.2: the grant or refresh token is invalid, expired or revoked."""
+
+    error = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    """RFC 6749 §5.2: the client is not authorized to use this grant type."""
+
+    error = "unauthorized_client"
+
+
+class UnsupportedGrantType(OAuthError):
+    """RFC 6749 §5.2: the grant type is not supported by this server."""
+
+    error = "unsupported_grant_type"
+
+
+class InvalidScope(OAuthError):
+    """RFC 6749 §5.2: the requested scope is invalid, unknown or exceeds what was granted."""
+
+    error = "invalid_scope"
+
+
+class InvalidTarget(OAuthError):
+    """RFC 8707 §2: the requested resource is invalid or not allowed for this client."""
+
+    error = "invalid_target"
+
+
+class UnsupportedResponseType(OAuthError):
+    """RFC 6749 §4.1.2.1: the server does not support this response type."""
+
+    error = "unsupported_response_type"
+
+
+class TemporarilyUnavailable(OAuthError):
+    """RFC 6749 §4.1.2.1: the server cannot handle the request now (storage down, no key)."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+
+class ServerError(OAuthError):
+    """RFC 6749 §4.1.2.1: an unexpected condition; details go to the log, never the client."""
+
+    error = "server_error"
+    status_code = 500
+
+
+class ApiError(AuthServerError):
+    """An error of the non-OAuth APIs, rendered in the platform envelope (DESIGN.md)."""
+
+    def __init__(
+        self, status: int, type_: str, code: str, message: str,
+        details: dict[str, object] | None = None, *, detail: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.detail = detail
+
+
+class NotFound(AuthServerError):
+    """A domain object does not exist (the caller decides how to say so)."""
+
+
+class Conflict(AuthServerError):
+    """A domain change contradicts the current state (e.g. retiring the only signing key)."""
+
+
+class Invalid(AuthServerError):
+    """A domain value is malformed; the message names the field."""

@@ -1,0 +1,339 @@
+"""Signing keys: private JWK files on disk, their lifecycle, the signer and the public JWKS.
+
+One file per key (`<kid>.json`, mode 0600), `kid` = RFC 7638 thumbprint. Lifecycle (derived from
+timestamps, so every instance reading the same directory agrees without coordination):
+
+- published: in the JWKS, not signing yet (a standby key, or a rotation waiting out the
+  propagation delay so every verifier's cached JWKS already holds it);
+- active: the one key that signs;
+- retired: stopped signing, still published until every token it signed has expired;
+- expired: no longer published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import stat
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from joserfc import jwt
+from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
+
+from authserver.errors import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+KeyState = Literal["published", "active", "retired", "expired"]
+META = "authserver"
+_PUBLIC_MEMBERS = {
+    "RSA": ("kty", "n", "e"),
+    "EC": ("kty", "crv", "x", "y"),
+    "OKP": ("kty", "crv", "x"),
+}
+# Keys stay published this long beyond the last token they signed, for verifiers' clock skew.
+PUBLISH_MARGIN = 60.0
+
+
+class KeyFileError(Exception):
+    """A key file is unreadable, malformed or too widely readable."""
+
+
+class _SigningRegistry(JWSRegistry):
+    """joserfc's registry without the RFC 9864 warning for `EdDSA`.
+
+    We emit `EdDSA` (not `Ed25519`) on purpose: it is what RFC 9068 verifiers in the field know.
+    """
+
+    def get_alg(self, name: str) -> Any:
+        if self.allowed is not None and name not in self.allowed:
+            return super().get_alg(name)
+        return self.algorithms[name]
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    alg: str
+    created_at: float
+    activate_at: float | None
+    retired_at: float | None
+    key: Any = field(repr=False, compare=False)
+    public_jwk: dict[str, str] = field(repr=False, compare=False)
+
+    def sign(self, claims: Mapping[str, Any], typ: str) -> str:
+        """A compact JWS of `claims` with header `{alg, typ, kid}` (one explicit key)."""
+        header = {"alg": self.alg, "typ": typ, "kid": self.kid}
+        return jwt.encode(header, dict(claims), self.key, registry=_registry(self.alg))
+
+
+_REGISTRIES: dict[str, JWSRegistry] = {}
+
+
+def _registry(alg: str) -> JWSRegistry:
+    registry = _REGISTRIES.get(alg)
+    if registry is None:
+        registry = _REGISTRIES[alg] = _SigningRegistry(algorithms=[alg])
+    return registry
+
+
+@dataclass(frozen=True, slots=True)
+class KeyView:
+    """A key's place in the lifecycle at one instant."""
+
+    kid: str
+    alg: str
+    state: KeyState
+    created_at: float
+    activate_at: float | None
+    stops_signing_at: float | None
+    unpublish_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySnapshot:
+    """What the hot path needs, valid until `valid_until`."""
+
+    signer: SigningKey | None
+    jwks: bytes
+    etag: str
+    views: tuple[KeyView, ...]
+    valid_until: float
+
+
+def generate_key(alg: str) -> Any:
+    if alg in ("RS256", "PS256"):
+        return RSAKey.generate_key(2048, private=True)
+    if alg == "ES256":
+        return ECKey.generate_key("P-256", private=True)
+    if alg == "EdDSA":
+        return OKPKey.generate_key("Ed25519", private=True)
+    raise ValueError(f"unsupported signing algorithm {alg!r}")
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    """Atomically write a 0600 file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _load_file(path: Path) -> SigningKey:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path} is accessible by group or others (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {path}"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        meta = data.pop(META)
+        key = JWKRegistry.import_key(data)
+        public = {name: data[name] for name in _PUBLIC_MEMBERS[data["kty"]]}
+        kid = key.thumbprint()
+        alg = data["alg"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path} is not a private JWK written by authserver: {exc}") from exc
+    if data.get("kid") != kid:
+        raise KeyFileError(f"{path}: kid is not the RFC 7638 thumbprint of the key")
+    public.update({"kid": kid, "use": "sig", "alg": alg})
+    return SigningKey(
+        kid=kid, alg=alg, created_at=float(meta["created_at"]),
+        activate_at=meta.get("activate_at"), retired_at=meta.get("retired_at"),
+        key=key, public_jwk=public,
+    )
+
+
+def _file_data(key: SigningKey) -> dict[str, Any]:
+    data: dict[str, Any] = key.key.as_dict(private=True)
+    data.update({"kid": key.kid, "alg": key.alg, "use": "sig"})
+    data[META] = {
+        "created_at": key.created_at, "activate_at": key.activate_at,
+        "retired_at": key.retired_at,
+    }
+    return data
+
+
+def compute_snapshot(
+    keys: Collection[SigningKey], now: float, token_lifetime: float
+) -> KeySnapshot:
+    """Derive states, the signer and the JWKS from the keys' timestamps at `now`."""
+    # A key retired before it activated never signs.
+    scheduled = sorted(
+        (k for k in keys if k.activate_at is not None
+         and (k.retired_at is None or k.retired_at > k.activate_at)),
+        key=lambda k: (k.activate_at, k.created_at),
+    )
+    stops: dict[str, float | None] = {}
+    for index, key in enumerate(scheduled):
+        ends = [t for t in (key.retired_at,) if t is not None]
+        if index + 1 < len(scheduled):
+            ends.append(scheduled[index + 1].activate_at)  # type: ignore[arg-type]
+        stops[key.kid] = min(ends) if ends else None
+    signer = None
+    for key in scheduled:
+        stop = stops[key.kid]
+        if key.activate_at <= now and (stop is None or now < stop):  # type: ignore[operator]
+            signer = key
+    changes: list[float] = []
+    views: list[KeyView] = []
+    for key in sorted(keys, key=lambda k: k.created_at):
+        stop = stops.get(key.kid)
+        if key.kid in stops:
+            unpublish = None if stop is None else stop + token_lifetime + PUBLISH_MARGIN
+        else:  # standby, or retired before it ever signed
+            unpublish = key.retired_at
+        if key is signer:
+            state: KeyState = "active"
+        elif unpublish is not None and now >= unpublish:
+            state = "expired"
+        elif key.activate_at is not None and key.activate_at > now and key.kid in stops:
+            state = "published"
+        elif key.kid in stops:
+            state = "retired"
+        else:
+            state = "published"
+        for instant in (key.activate_at, stop, unpublish):
+            if instant is not None and instant > now:
+                changes.append(instant)
+        views.append(KeyView(key.kid, key.alg, state, key.created_at, key.activate_at,
+                             stop, unpublish))
+    by_kid = {k.kid: k for k in keys}
+    published = [by_kid[v.kid].public_jwk for v in views if v.state != "expired"]
+    jwks = json.dumps({"keys": published}, separators=(",", ":")).encode()
+    etag = '"' + hashlib.sha256(jwks).hexdigest()[:32] + '"'
+    return KeySnapshot(signer, jwks, etag, tuple(views), min(changes, default=float("inf")))
+
+
+class Keyring:
+    """The keys directory, its in-memory copy and the current snapshot.
+
+    `snapshot(now)` is the hot-path call: a comparison and an attribute read unless a lifecycle
+    instant has passed. `reload()` (run off the event loop) re-reads files when they changed.
+    """
+
+    def __init__(self, directory: Path, token_lifetime: float) -> None:
+        self.directory = directory
+        self.token_lifetime = token_lifetime
+        self._keys: tuple[SigningKey, ...] = ()
+        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._snapshot = compute_snapshot((), 0.0, token_lifetime)
+        self._lock = threading.Lock()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _listing(self) -> tuple[tuple[str, int, int], ...]:
+        if not self.directory.is_dir():
+            return ()
+        entries = []
+        for path in sorted(self.directory.glob("*.json")):
+            st = path.stat()
+            entries.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(entries)
+
+    def load(self, now: float) -> bool:
+        """Read the directory if it changed; True when the key set changed."""
+        listing = self._listing()
+        if listing == self._fingerprint:
+            return False
+        keys = tuple(_load_file(self.directory / name) for name, _, _ in listing)
+        with self._lock:
+            self._keys, self._fingerprint = keys, listing
+            self._snapshot = compute_snapshot(keys, now, self.token_lifetime)
+        return True
+
+    def snapshot(self, now: float) -> KeySnapshot:
+        snap = self._snapshot
+        if now >= snap.valid_until:
+            with self._lock:
+                snap = self._snapshot = compute_snapshot(self._keys, now, self.token_lifetime)
+        return snap
+
+    @property
+    def keys(self) -> tuple[SigningKey, ...]:
+        return self._keys
+
+    # -- changing (CLI and admin; every instance picks the files up on reload) ----------------
+
+    def _save(self, key: SigningKey, now: float) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_private(self.directory / f"{key.kid}.json", _file_data(key))
+        self.load(now)
+
+    def generate(self, alg: str, now: float, activate_at: float | None) -> SigningKey:
+        """Create a key; published at once, signing from `activate_at` (None: standby)."""
+        raw = generate_key(alg)
+        kid = raw.thumbprint()
+        public = {name: raw.as_dict(private=False)[name] for name in _PUBLIC_MEMBERS[raw.key_type]}
+        public.update({"kid": kid, "use": "sig", "alg": alg})
+        key = SigningKey(kid, alg, now, activate_at, None, raw, public)
+        self._save(key, now)
+        return key
+
+    def ensure_signer(self, alg: str, now: float) -> SigningKey | None:
+        """First start: when the directory holds no key at all, generate one that signs now."""
+        self.load(now)
+        if self._keys:
+            return None
+        key = self.generate(alg, now, activate_at=now)
+        log.warning(
+            "generated a development signing key %s in %s; for production, manage keys "
+            "with `authserver keys` and keep the directory private", key.kid, self.directory,
+        )
+        return key
+
+    def _find(self, kid: str) -> SigningKey:
+        for key in self._keys:
+            if key.kid == kid:
+                return key
+        raise NotFound(f"no signing key {kid}")
+
+    def rotate(
+        self, alg: str, now: float, propagation_delay: float, kid: str | None = None
+    ) -> SigningKey:
+        """Schedule a key (new, or the standby `kid`) to sign once every cache has seen it."""
+        self.load(now)
+        has_signer = self.snapshot(now).signer is not None
+        if kid is None:
+            activate = now + propagation_delay if has_signer else now
+            return self.generate(alg, now, activate)
+        key = self._find(kid)
+        if key.retired_at is not None:
+            raise Conflict(f"key {kid} is retired")
+        if key.activate_at is not None:
+            raise Conflict(f"key {kid} is already scheduled to sign")
+        activate = max(now, key.created_at + propagation_delay) if has_signer else now
+        key = replace(key, activate_at=activate)
+        self._save(key, now)
+        return key
+
+    def retire(self, kid: str, now: float) -> SigningKey:
+        """Stop a key from signing; it stays published until its tokens have expired."""
+        self.load(now)
+        key = self._find(kid)
+        snap = self.snapshot(now)
+        if snap.signer is not None and snap.signer.kid == kid:
+            raise Conflict(
+                f"key {kid} is the active signer; rotate to a new key first, it retires the old "
+                "one when it starts signing"
+            )
+        if key.retired_at is not None:
+            return key
+        key = replace(key, retired_at=now)
+        self._save(key, now)
+        return key

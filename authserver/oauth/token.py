@@ -1,0 +1,126 @@
+"""The token endpoint's grant logic (RFC 6749 §4.4, RFC 8707, RFC 9068).
+
+No database write and no slow hash: the client comes from the in-process cache (one indexed
+read on a miss), the secret check is one SHA-256, the signature uses the one active key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from authserver.clients import ClientDirectory, ClientRecord
+from authserver.clock import Clock
+from authserver.config import Settings
+from authserver.errors import (
+    Invalid,
+    InvalidClient,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    TemporarilyUnavailable,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+)
+from authserver.keyring import Keyring
+from authserver.oauth.client_auth import ClientAuthenticator, extract_credentials
+from authserver.scopes import ScopeCatalog, grant_scopes, parse_scope
+from authserver.tokens import IssuedToken, mint_access_token
+
+SUPPORTED_GRANTS = frozenset({"client_credentials"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRequest:
+    """The token request's form, parsed once (repeated parameters already refused)."""
+
+    params: Mapping[str, str]
+    resources: Sequence[str]
+    authorization: str | None
+    client_ip: str | None
+
+
+class TokenService:
+    def __init__(
+        self, settings: Settings, clock: Clock, keyring: Keyring, clients: ClientDirectory,
+        authenticator: ClientAuthenticator, catalog: ScopeCatalog,
+    ) -> None:
+        self.settings = settings
+        self.issuer = settings.issuer
+        self.lifetime = settings.tokens.access_token_lifetime
+        self.policy = settings.tokens.scope_policy
+        self.default_audience = settings.default_audience
+        self.clock = clock
+        self.keyring = keyring
+        self.clients = clients
+        self.authenticator = authenticator
+        self.catalog = catalog
+
+    async def issue(self, request: TokenRequest) -> dict[str, Any]:
+        params = request.params
+        grant_type = params.get("grant_type")
+        if grant_type is None:
+            raise InvalidRequest("grant_type is required")
+        creds = extract_credentials(params, request.authorization)
+        found = await self.clients.get(creds.client_id)
+        client = await self.authenticator.authenticate(creds, found)
+        if grant_type not in SUPPORTED_GRANTS:
+            raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+        if grant_type not in client.grant_types:
+            raise UnauthorizedClient("This client may not use the client_credentials grant")
+        if not client.ip_allowed(request.client_ip):
+            raise InvalidClient(
+                "Client authentication failed: this address is not on the client's allowlist",
+                detail=f"ip {request.client_ip} not allowed",
+                used_basic=creds.method == "client_secret_basic",
+            )
+        audience, allowed = self._audience(client, request.resources)
+        scopes = self._scopes(params.get("scope"), allowed)
+        now = self.clock.now()
+        signer = self.keyring.snapshot(now).signer
+        if signer is None:
+            raise TemporarilyUnavailable("No signing key is active", detail="no active key")
+        issued: IssuedToken = mint_access_token(
+            signer, issuer=self.issuer, client_id=client.client_id, subject=client.client_id,
+            org_id=client.org_id, audience=audience, scopes=scopes, lifetime=self.lifetime,
+            now=now,
+        )
+        body: dict[str, Any] = {
+            "access_token": issued.token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+        }
+        if scopes:
+            body["scope"] = " ".join(scopes)
+        return body
+
+    def _audience(
+        self, client: ClientRecord, resources: Sequence[str]
+    ) -> tuple[Any, frozenset[str]]:
+        """RFC 8707: `aud` from `resource`, and the scopes that every named resource accepts."""
+        if not resources:
+            return self.default_audience, client.scopes
+        allowed = client.scopes
+        for resource in resources:
+            parts = urlsplit(resource)
+            if not parts.scheme or not parts.netloc or parts.fragment:
+                raise InvalidTarget("resource must be an absolute URI without a fragment")
+            if resource not in client.resources:
+                raise InvalidTarget(f"This client may not request tokens for {resource}")
+            accepted = self.catalog.resource_scopes.get(resource)
+            if accepted is not None:
+                allowed = allowed & accepted
+        audience = resources[0] if len(resources) == 1 else list(resources)
+        return audience, allowed
+
+    def _scopes(self, scope: str | None, allowed: frozenset[str]) -> tuple[str, ...]:
+        if scope is None:
+            requested = None
+        else:
+            try:
+                requested = parse_scope(scope)
+            except Invalid as exc:
+                raise InvalidScope(str(exc)) from exc
+        return grant_scopes(requested or None, allowed, self.policy)

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy 2.x models, engine and Alembic migrations."""

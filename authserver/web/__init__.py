@@ -1,0 +1,1 @@
+"""HTTP: Starlette routes, the error renderer and pure ASGI middleware."""

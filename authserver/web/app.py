@@ -1,0 +1,53 @@
+"""The Starlette application: routes, middleware and error handlers, and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from authserver.errors import ApiError, OAuthError
+from authserver.web.errors import (
+    handle_api_error,
+    handle_http_exception,
+    handle_oauth_error,
+    handle_unexpected,
+)
+from authserver.web.middleware import RequestIdMiddleware
+from authserver.web.oauth import OAuthEndpoints
+from authserver.web.wellknown import JWKS_PATH, WellKnown
+
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+
+
+def build_app(
+    *, wellknown: WellKnown, oauth: OAuthEndpoints, lifespan: Lifespan | None = None
+) -> Starlette:
+    routes = [
+        Route("/.well-known/oauth-authorization-server", wellknown.authorization_server,
+              methods=["GET"]),
+        Route("/.well-known/openid-configuration", wellknown.authorization_server,
+              methods=["GET"]),
+        Route("/.well-known/oauth-protected-resource", wellknown.protected_resource,
+              methods=["GET"]),
+        Route(JWKS_PATH, wellknown.jwks, methods=["GET"]),
+        Route("/token", oauth.token, methods=["POST"]),
+        Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware)],
+        exception_handlers={
+            OAuthError: handle_oauth_error,
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+
+

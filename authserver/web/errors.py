@@ -1,0 +1,79 @@
+"""The one place errors become HTTP responses."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.errors import ApiError, InvalidClient, OAuthError
+
+log = logging.getLogger("authserver.errors")
+
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
+_API_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+              404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
+              429: "rate_limit_error"}
+
+
+def request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+def oauth_error_response(exc: OAuthError) -> Response:
+    """RFC 6749 §5.2 body; no-store; 401 always carries a challenge (RFC 9110 §15.5.2)."""
+    body: dict[str, str] = {"error": exc.error}
+    if exc.description:
+        body["error_description"] = exc.description
+    headers = dict(NO_STORE)
+    if isinstance(exc, InvalidClient):
+        headers["www-authenticate"] = 'Basic realm="authserver", charset="UTF-8"'
+    return Response(orjson.dumps(body), exc.status_code, headers, "application/json")
+
+
+def api_error_response(exc: ApiError, rid: str) -> Response:
+    error = {"type": exc.type, "code": exc.code, "message": exc.message, "status": exc.status,
+             "request_id": rid}
+    if exc.details:
+        error["details"] = exc.details
+    return Response(orjson.dumps({"error": error}), exc.status, NO_STORE, "application/json")
+
+
+async def handle_oauth_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OAuthError)
+    if exc.detail or exc.status_code >= 500:
+        log.info("oauth error %s on %s: %s", exc.error, request.url.path, exc.detail,
+                 extra={"request_id": request_id(request)})
+    return oauth_error_response(exc)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return api_error_response(exc, request_id(request))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    message = {404: "No such endpoint", 405: "Method not allowed on this endpoint"}.get(
+        status, str(exc.detail))
+    response = api_error_response(
+        ApiError(status, _API_TYPES.get(status, "api_error"), code, message), request_id(request)
+    )
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything unplanned: a generic server_error with the request id, the traceback to the log."""
+    rid = request_id(request)
+    log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, rid,
+              exc_info=(type(exc), exc, exc.__traceback__))
+    body = {"error": "server_error",
+            "error_description": f"Unexpected error; quote request id {rid}"}
+    return Response(orjson.dumps(body), 500, NO_STORE, "application/json")

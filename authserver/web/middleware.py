@@ -1,0 +1,70 @@
+"""Pure ASGI middleware and request helpers."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+from collections.abc import Sequence
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdMiddleware:
+    """Gives each request an id (or keeps a sane incoming `X-Request-Id`) and echoes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = Headers(scope=scope).get("x-request-id")
+        rid = incoming if incoming and _SAFE_ID.match(incoming) else secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (b"x-request-id", rid.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
+    """The caller's address: the peer, or — when the peer is a trusted proxy — the rightmost
+    X-Forwarded-For entry that is not itself a trusted proxy."""
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if not trusted or peer is None or not _in(peer, trusted):
+        return peer
+    forwarded = Headers(scope=scope).getlist("x-forwarded-for")
+    hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _in(hop, trusted):
+            return hop if _valid(hop) else None
+    return hops[0] if hops and _valid(hops[0]) else peer
+
+
+def _valid(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _in(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)

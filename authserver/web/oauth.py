@@ -1,0 +1,45 @@
+"""The token and authorization endpoints."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.config import Settings
+from authserver.errors import UnsupportedResponseType
+from authserver.oauth.token import TokenRequest, TokenService
+from authserver.web.errors import NO_STORE
+from authserver.web.forms import check_form_type, parse_form, read_body
+from authserver.web.middleware import client_address
+
+REPEATABLE = ("resource",)  # RFC 8707 §2: resource may be given more than once
+
+
+class OAuthEndpoints:
+    def __init__(self, settings: Settings, tokens: TokenService) -> None:
+        self.tokens = tokens
+        self.max_body = settings.server.max_body_bytes
+        self.trusted = [ipaddress.ip_network(c, strict=False)
+                        for c in settings.server.trusted_proxies]
+
+    async def token(self, request: Request) -> Response:
+        """RFC 6749 §3.2 token endpoint."""
+        check_form_type(request.headers.get("content-type"))
+        form = parse_form(await read_body(request, self.max_body), REPEATABLE)
+        body = await self.tokens.issue(TokenRequest(
+            params=form.values,
+            resources=form.repeated.get("resource", ()),
+            authorization=request.headers.get("authorization"),
+            client_ip=client_address(request.scope, self.trusted),
+        ))
+        return Response(orjson.dumps(body), 200, NO_STORE, "application/json")
+
+    async def authorize(self, request: Request) -> Response:
+        """RFC 6749 §3.1: no response type is supported until the interactive flows land."""
+        raise UnsupportedResponseType(
+            "This server issues tokens with client_credentials only; the authorization code "
+            "flow is not enabled"
+        )

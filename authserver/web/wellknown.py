@@ -1,0 +1,91 @@
+"""Discovery documents (RFC 8414, OpenID Discovery, RFC 9728) and the JWKS (RFC 7517).
+
+Documents are serialised once at start (config does not change while running); the JWKS bytes
+and ETag come pre-built from the keyring snapshot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.clock import Clock
+from authserver.config import Settings
+from authserver.keyring import Keyring
+from authserver.oauth.client_auth import ASSERTION_ALGORITHMS
+from authserver.oauth.token import SUPPORTED_GRANTS
+from authserver.scopes import ScopeCatalog
+
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+JWKS_PATH = "/.well-known/jwks.json"
+
+
+def authorization_server_metadata(settings: Settings, catalog: ScopeCatalog) -> dict[str, Any]:
+    """RFC 8414 §2. Only what works is advertised."""
+    doc: dict[str, Any] = {
+        "issuer": settings.issuer,
+        # Required by RFC 8414 and the MCP SDK's model; answers unsupported_response_type
+        # until the interactive flows exist, hence the empty response_types_supported.
+        "authorization_endpoint": settings.endpoint("/authorize"),
+        "token_endpoint": settings.endpoint("/token"),
+        "jwks_uri": settings.endpoint(JWKS_PATH),
+        "response_types_supported": [],
+        "grant_types_supported": sorted(SUPPORTED_GRANTS),
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+    }
+    scopes = catalog.oauth_scopes()
+    if scopes:
+        doc["scopes_supported"] = scopes
+    return doc
+
+
+def protected_resource_metadata(settings: Settings, catalog: ScopeCatalog) -> dict[str, Any]:
+    """RFC 9728 §2 for the server's own APIs."""
+    doc: dict[str, Any] = {
+        "resource": settings.issuer,
+        "authorization_servers": [settings.issuer],
+        "jwks_uri": settings.endpoint(JWKS_PATH),
+        "bearer_methods_supported": ["header"],
+    }
+    scopes = catalog.oauth_scopes()
+    if scopes:
+        doc["scopes_supported"] = scopes
+    return doc
+
+
+def _document(doc: dict[str, Any], max_age: int) -> Response:
+    return Response(
+        orjson.dumps(doc), 200, {"cache-control": f"public, max-age={max_age}"},
+        "application/json",
+    )
+
+
+class WellKnown:
+    def __init__(
+        self, settings: Settings, catalog: ScopeCatalog, keyring: Keyring, clock: Clock
+    ) -> None:
+        self._as = orjson.dumps(authorization_server_metadata(settings, catalog))
+        self._pr = orjson.dumps(protected_resource_metadata(settings, catalog))
+        self._max_age = settings.signing.jwks_max_age
+        self._keyring = keyring
+        self._clock = clock
+
+    def _bytes(self, body: bytes) -> Response:
+        return Response(body, 200, {"cache-control": "public, max-age=300"}, "application/json")
+
+    async def authorization_server(self, request: Request) -> Response:
+        return self._bytes(self._as)
+
+    async def protected_resource(self, request: Request) -> Response:
+        return self._bytes(self._pr)
+
+    async def jwks(self, request: Request) -> Response:
+        snap = self._keyring.snapshot(self._clock.now())
+        headers = {"cache-control": f"public, max-age={self._max_age}", "etag": snap.etag}
+        if request.headers.get("if-none-match") == snap.etag:
+            return Response(None, 304, headers)
+        return Response(snap.jwks, 200, headers, "application/jwk-set+json")

@@ -1,0 +1,135 @@
+"""Composition root: builds every service from the settings and runs the background loops."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+
+from authserver import events
+from authserver.clients import ClientCache, ClientDirectory
+from authserver.clock import Clock, SystemClock
+from authserver.config import Settings
+from authserver.keyring import KeyFileError, Keyring
+from authserver.oauth.client_auth import ClientAuthenticator
+from authserver.oauth.token import TokenService
+from authserver.outbound import JsonFetcher
+from authserver.replay import MemoryReplayCache
+from authserver.scopes import ScopeCatalog
+from authserver.storage.db import Database
+from authserver.web.app import build_app
+from authserver.web.oauth import OAuthEndpoints
+from authserver.web.wellknown import WellKnown
+
+log = logging.getLogger("authserver")
+# Events committed this long after their created_at are still picked up (concurrent writers).
+EVENT_RESCAN_MARGIN = 10.0
+
+
+@dataclass
+class Runtime:
+    """Every long-lived service of one server process."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    keyring: Keyring
+    cache: ClientCache
+    catalog: ScopeCatalog
+    fetcher: JsonFetcher
+    tokens: TokenService
+    event_cursor: int = 0
+    _seen_events: dict[int, float] = field(default_factory=dict)
+
+    def poll_events(self) -> int:
+        """Apply new events to the cache; returns how many were new. Runs in a thread."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            batch = events.read_since(session, self.event_cursor, now - EVENT_RESCAN_MARGIN)
+        fresh = [e for e in batch if e.id not in self._seen_events]
+        for event in fresh:
+            self._seen_events[event.id] = event.created_at
+            self.event_cursor = max(self.event_cursor, event.id)
+        self._seen_events = {i: t for i, t in self._seen_events.items()
+                             if t >= now - 2 * EVENT_RESCAN_MARGIN or i == self.event_cursor}
+        self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
+        return len(fresh)
+
+    def start_position(self) -> None:
+        with self.db.session() as session:
+            self.event_cursor = events.last_id(session)
+
+
+def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    clock = clock or SystemClock()
+    db = Database(settings.effective_database_url)
+    keyring = Keyring(Path(settings.keys_dir), settings.tokens.access_token_lifetime)
+    cache = ClientCache()
+    catalog = ScopeCatalog(settings)
+    fetcher = JsonFetcher(settings.outbound, clock)
+    authenticator = ClientAuthenticator(settings, clock, MemoryReplayCache(), fetcher)
+    tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
+                          catalog)
+    return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens)
+
+
+def prepare_storage(db: Database) -> None:
+    """`serve` migrates the embedded SQLite store itself; other stores need `authserver
+    migrate` run deliberately (an upgrade step an operator should see)."""
+    if db.url.get_backend_name() == "sqlite":
+        db.migrate()
+    elif db.pending_migrations():
+        raise RuntimeError("the database has pending migrations; run `authserver migrate` first")
+
+
+async def _every(interval: float, job_name: str, job: object) -> None:
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(job)  # type: ignore[arg-type]
+        except (SQLAlchemyError, KeyFileError, OSError) as exc:
+            log.warning("%s failed: %s", job_name, exc)
+
+
+def create_app(
+    settings: Settings, clock: Clock | None = None, runtime: Runtime | None = None
+) -> Starlette:
+    rt = runtime or build_runtime(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(prepare_storage, rt.db)
+        now = rt.clock.now()
+        if settings.signing.generate_if_missing:
+            rt.keyring.ensure_signer(settings.signing.algorithm, now)
+        else:
+            rt.keyring.load(now)
+        if rt.keyring.snapshot(now).signer is None:
+            log.warning("no signing key is active: the token endpoint answers 503")
+        await anyio.to_thread.run_sync(rt.start_position)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
+                          rt.poll_events)
+            tg.start_soon(_every, settings.signing.reload_interval, "key reload",
+                          lambda: rt.keyring.load(rt.clock.now()))
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+        await rt.fetcher.aclose()
+        rt.db.dispose()
+
+    app = build_app(
+        wellknown=WellKnown(settings, rt.catalog, rt.keyring, rt.clock),
+        oauth=OAuthEndpoints(settings, rt.tokens),
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    return app

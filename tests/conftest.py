@@ -1,0 +1,200 @@
+"""Shared fixtures: settings on a temporary store, the app in-process, a live uvicorn server,
+and a DEBUG-level capture of every log record that must never contain an issued secret."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from authserver.clock import FakeClock, SystemClock
+from authserver.config import Settings, load_settings
+from authserver.wiring import Runtime, build_runtime, create_app
+from tests import factories
+
+POSTGRES_ENV = "AUTHSERVER_TEST_POSTGRES_URL"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- the log capture that secrets must never reach ---------------------------------------------
+
+_LOG = io.StringIO()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def debug_log_capture() -> Iterator[io.StringIO]:
+    """Every log record of the whole run, at DEBUG; checked for issued secrets at the end."""
+    handler = logging.StreamHandler(_LOG)
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield _LOG
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    leaked = factories.leaked_secrets(_LOG.getvalue())
+    assert not leaked, f"{len(leaked)} issued secret(s) or token(s) appeared in the logs"
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: SQLite always, PostgreSQL when its URL is set."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'authserver.db'}"
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql://postgres@127.0.0.1/test)")
+    with fresh_postgres_database(base) as url:
+        yield url
+
+
+class fresh_postgres_database:
+    def __init__(self, base: str) -> None:
+        self.base = make_url(base)
+        self.name = "authserver_test_" + secrets.token_hex(6)
+
+    def _admin(self) -> psycopg.Connection[Any]:
+        url = self.base.set(drivername="postgresql")
+        return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+
+    def __enter__(self) -> str:
+        with self._admin() as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        return self.base.set(database=self.name).render_as_string(hide_password=False)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+# -- settings, runtime, app --------------------------------------------------------------------
+
+
+def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "issuer": "http://127.0.0.1:8000",
+        "database_url": database_url or f"sqlite:///{tmp_path / 'authserver.db'}",
+        "keys_dir": str(tmp_path / "keys"),
+        "data_dir": str(tmp_path / "data"),
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key].update(value)
+        else:
+            base[key] = value
+    return load_settings(env={}, overrides=base)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(time.time())
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)
+
+
+@dataclass
+class AppHarness:
+    runtime: Runtime
+    http: httpx.AsyncClient
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+
+@pytest.fixture
+async def harness(settings: Settings, clock: FakeClock) -> AsyncIterator[AppHarness]:
+    """The app in-process, lifespan run, with a fake clock."""
+    async with running_app(settings, clock) as h:
+        yield h
+
+
+class running_app:
+    def __init__(self, settings: Settings, clock: Any = None) -> None:
+        self.runtime = build_runtime(settings, clock or SystemClock())
+        self.app = create_app(settings, runtime=self.runtime)
+
+    async def __aenter__(self) -> AppHarness:
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        transport = httpx.ASGITransport(app=self.app, client=("127.0.0.1", 50000))
+        self.http = httpx.AsyncClient(transport=transport, base_url=self.runtime.settings.issuer)
+        return AppHarness(self.runtime, self.http)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.http.aclose()
+        await self._lifespan.__aexit__(None, None, None)
+
+
+# -- a real server on a loopback socket --------------------------------------------------------
+
+
+@dataclass
+class LiveServer:
+    url: str
+    runtime: Runtime
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_live_server(tmp_path: Path, **overrides: Any) -> LiveServer:
+    """uvicorn on 127.0.0.1 with an ephemeral port; the issuer is that exact URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = make_settings(tmp_path, issuer=url, **overrides)
+    runtime = build_runtime(settings)
+    app = create_app(settings, runtime=runtime)
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("live server did not start")
+        time.sleep(0.02)
+    return LiveServer(url, runtime, server, thread)
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[LiveServer]:
+    server = start_live_server(tmp_path)
+    yield server
+    server.stop()
