@@ -57,13 +57,6 @@ def protected_resource_metadata(settings: Settings, catalog: ScopeCatalog) -> di
     return doc
 
 
-def _document(doc: dict[str, Any], max_age: int) -> Response:
-    return Response(
-        orjson.dumps(doc), 200, {"cache-control": f"public, max-age={max_age}"},
-        "application/json",
-    )
-
-
 class WellKnown:
     def __init__(
         self, settings: Settings, catalog: ScopeCatalog, keyring: Keyring, clock: Clock

@@ -1,0 +1,110 @@
+"""Client administration on every store: each change writes its event in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from authserver import clients, events, hashing
+from authserver.clock import FakeClock
+from authserver.errors import Invalid, NotFound
+from authserver.scopes import ScopeCatalog
+from authserver.storage.db import Database
+from authserver.storage.models import Client
+from tests import factories
+from tests.conftest import make_settings
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def catalog(tmp_path: Path) -> ScopeCatalog:
+    return ScopeCatalog(make_settings(tmp_path, scopes=[
+        {"name": "portal-provision", "api_key_only": True}]))
+
+
+def event_types(db: Database) -> list[str]:
+    with db.session() as session:
+        return [e.type for e in events.read_since(session, 0, float("inf"))]
+
+
+def test_lifecycle_writes_events_and_cutoffs(db: Database, tmp_path: Path) -> None:
+    clock = FakeClock()
+    cat = catalog(tmp_path)
+    with db.session() as session:
+        record, secret = clients.create_client(
+            session, cat, clients.ClientSpec(name="a", scopes=("read",), ip_allow=("10.0.0.1",)),
+            clock.now())
+    assert secret is not None and secret.startswith(hashing.CLIENT_SECRET_PREFIX)
+    assert len(secret) - len(hashing.CLIENT_SECRET_PREFIX) >= 43  # 256 bits, base64url
+    factories.remember(secret)
+    cid = record.client_id
+    with db.session() as session:
+        row = session.get(Client, cid)
+        assert row is not None and row.secret_digest == hashing.digest(secret)
+        assert secret not in repr(clients.get_client(session, cid))
+        assert [str(n) for n in clients.get_client(session, cid).ip_allow] == ["10.0.0.1/32"]
+    clock.advance(10)
+    with db.session() as session:
+        renamed = clients.update_client(session, cat, cid, clients.ClientUpdate(name="b"),
+                                        clock.now())
+    assert renamed.tokens_valid_after == 0.0  # a rename does not kill tokens
+    clock.advance(10)
+    with db.session() as session:
+        narrowed = clients.update_client(session, cat, cid,
+                                         clients.ClientUpdate(scopes=("write",)), clock.now())
+    assert narrowed.tokens_valid_after == clock.now()
+    with db.session() as session:
+        clients.set_disabled(session, cid, True, clock.now())
+        clients.set_disabled(session, cid, True, clock.now())  # no-op, no second event
+        new_secret = clients.rotate_secret(session, cid, clock.now())
+        factories.remember(new_secret)
+        assert clients.get_client(session, cid).secret_digest == hashing.digest(new_secret)
+        clients.delete_client(session, cid, clock.now())
+    with db.session() as session, pytest.raises(NotFound):
+        clients.get_client(session, cid)
+    assert event_types(db) == ["client.created", "client.updated", "client.updated",
+                               "client.disabled", "client.secret_rotated", "client.deleted"]
+
+
+def test_failed_change_writes_no_event(db: Database, tmp_path: Path) -> None:
+    cat = catalog(tmp_path)
+    with pytest.raises(Invalid, match="API-key only"), db.session() as session:
+        clients.create_client(session, cat, clients.ClientSpec(
+            name="x", scopes=("portal-provision",)), 0.0)
+    with db.session() as session:
+        assert session.scalars(select(Client)).all() == []
+    assert event_types(db) == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": ""}, "name"),
+        ({"scopes": ("bad\\scope",)}, "scope"),
+        ({"ip_allow": ("10.0.0.0/33",)}, "ip_allow"),
+        ({"resources": ("not a url",)}, "resource"),
+        ({"resources": ("https://x.example/#frag",)}, "resource"),
+        ({"auth_method": "private_key_jwt"}, "jwks"),
+        ({"auth_method": "none"}, "token_endpoint_auth_method"),
+        ({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]},
+          "auth_method": "private_key_jwt"}, "private"),
+        ({"jwks": {"keys": []}, "auth_method": "private_key_jwt"}, "jwks"),
+        ({"jwks_uri": "file:///etc/passwd", "auth_method": "private_key_jwt"}, "jwks_uri"),
+        ({"org_id": "org_missing"}, "org_id"),
+    ],
+)
+def test_invalid_specs_name_the_field(db: Database, tmp_path: Path, spec: dict[str, object],
+                                      message: str) -> None:
+    values: dict[str, object] = {"name": "x", **spec}
+    with pytest.raises(Invalid, match=message), db.session() as session:
+        clients.create_client(session, catalog(tmp_path),
+                              clients.ClientSpec(**values), 0.0)  # type: ignore[arg-type]

@@ -1,0 +1,160 @@
+"""Signing keys on disk and their lifecycle: published → active → retired → expired."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet
+
+from authserver.errors import Conflict
+from authserver.keyring import PUBLISH_MARGIN, KeyFileError, Keyring
+from tests.conftest import make_settings, running_app
+
+LIFETIME = 3600
+T0 = 1_800_000_000.0
+
+
+def ring(tmp_path: Path) -> Keyring:
+    return Keyring(tmp_path / "keys", LIFETIME)
+
+
+def states(keyring: Keyring, now: float) -> dict[str, str]:
+    return {v.kid: v.state for v in keyring.snapshot(now).views}
+
+
+def published_kids(keyring: Keyring, now: float) -> set[str]:
+    return {k["kid"] for k in json.loads(keyring.snapshot(now).jwks)["keys"]}
+
+
+def test_first_start_generates_one_private_0600_key(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer("RS256", T0)
+    assert key is not None
+    files = list((tmp_path / "keys").glob("*.json"))
+    assert [f.name for f in files] == [f"{key.kid}.json"]
+    assert files[0].stat().st_mode & 0o777 == 0o600
+    assert key.kid == key.key.thumbprint()
+    assert keyring.ensure_signer("RS256", T0 + 1) is None  # not twice
+    snap = keyring.snapshot(T0)
+    assert snap.signer is not None and snap.signer.kid == key.kid
+    public = json.loads(snap.jwks)["keys"]
+    assert public == [{"kty": "RSA", "n": public[0]["n"], "e": "AQAB", "kid": key.kid,
+                       "use": "sig", "alg": "RS256"}]
+
+
+def test_widely_readable_key_file_is_refused(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer("ES256", T0)
+    assert key is not None
+    path = tmp_path / "keys" / f"{key.kid}.json"
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        ring(tmp_path).load(T0)
+
+
+def test_tampered_kid_is_refused(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer("ES256", T0)
+    assert key is not None
+    path = tmp_path / "keys" / f"{key.kid}.json"
+    data = json.loads(path.read_text())
+    data["kid"] = "something-else"
+    path.write_text(json.dumps(data))
+    with pytest.raises(KeyFileError, match="thumbprint"):
+        ring(tmp_path).load(T0)
+
+
+# Verifying "EdDSA" with joserfc warns (RFC 9864); the signer emits it on purpose.
+@pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
+@pytest.mark.parametrize("alg", ["RS256", "ES256", "EdDSA", "PS256"])
+def test_every_algorithm_signs_and_verifies(tmp_path: Path, alg: str) -> None:
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer(alg, T0)
+    assert key is not None
+    token = key.sign({"sub": "x"}, "at+jwt")
+    keys = KeySet.import_key_set(json.loads(keyring.snapshot(T0).jwks))
+    decoded = jwt.decode(token, keys, algorithms=[alg])
+    assert decoded.header == {"alg": alg, "typ": "at+jwt", "kid": key.kid}
+
+
+def test_rotation_publishes_first_signs_later_and_keeps_the_old_key(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    old = keyring.ensure_signer("RS256", T0)
+    assert old is not None
+    delay = 600
+    etag_before = keyring.snapshot(T0 + 10).etag
+    new = keyring.rotate("RS256", T0 + 10, delay)
+    assert new.activate_at == T0 + 10 + delay
+    # published at once, not signing yet
+    assert published_kids(keyring, T0 + 11) == {old.kid, new.kid}
+    assert keyring.snapshot(T0 + 11).etag != etag_before
+    assert states(keyring, T0 + 11) == {old.kid: "active", new.kid: "published"}
+    signer = keyring.snapshot(T0 + 10 + delay - 1).signer
+    assert signer is not None and signer.kid == old.kid
+    # after the delay the new key signs; the old one stays published for its tokens
+    switch = T0 + 10 + delay
+    signer = keyring.snapshot(switch).signer
+    assert signer is not None and signer.kid == new.kid
+    assert states(keyring, switch) == {old.kid: "retired", new.kid: "active"}
+    last_old_token_expiry = switch + LIFETIME
+    assert old.kid in published_kids(keyring, last_old_token_expiry)
+    gone = switch + LIFETIME + PUBLISH_MARGIN
+    assert published_kids(keyring, gone) == {new.kid}
+    assert states(keyring, gone)[old.kid] == "expired"
+
+
+def test_retire_refuses_the_active_signer(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer("RS256", T0)
+    assert key is not None
+    with pytest.raises(Conflict, match="rotate"):
+        keyring.retire(key.kid, T0 + 1)
+
+
+def test_standby_key_promoted_by_rotate_kid(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    keyring.ensure_signer("RS256", T0)
+    standby = keyring.generate("ES256", T0 + 100, activate_at=None)
+    assert states(keyring, T0 + 101)[standby.kid] == "published"
+    # published long enough already: it may sign at once
+    promoted = keyring.rotate("RS256", T0 + 2000, 600, kid=standby.kid)
+    assert promoted.activate_at == T0 + 2000
+    signer = keyring.snapshot(T0 + 2000).signer
+    assert signer is not None and signer.kid == standby.kid and signer.alg == "ES256"
+
+
+def test_retired_standby_key_never_signs_and_is_unpublished(tmp_path: Path) -> None:
+    keyring = ring(tmp_path)
+    keyring.ensure_signer("RS256", T0)
+    standby = keyring.generate("RS256", T0 + 1, activate_at=None)
+    keyring.retire(standby.kid, T0 + 5)
+    assert standby.kid not in published_kids(keyring, T0 + 6)
+    with pytest.raises(Conflict):
+        keyring.rotate("RS256", T0 + 7, 600, kid=standby.kid)
+
+
+def test_changes_by_another_process_are_picked_up_on_load(tmp_path: Path) -> None:
+    server_ring = ring(tmp_path)
+    server_ring.ensure_signer("RS256", T0)
+    cli_ring = ring(tmp_path)
+    new = cli_ring.rotate("RS256", T0 + 1, 0)
+    assert server_ring.load(T0 + 2) is True
+    signer = server_ring.snapshot(T0 + 2).signer
+    assert signer is not None and signer.kid == new.kid
+    assert server_ring.load(T0 + 3) is False
+
+
+@pytest.mark.anyio
+async def test_a_get_never_creates_keys(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, signing={"generate_if_missing": False})
+    async with running_app(settings) as h:
+        jwks = await h.http.get("/.well-known/jwks.json")
+        assert jwks.status_code == 200
+        assert jwks.json() == {"keys": []}
+        response = await h.http.post("/token", data={"grant_type": "client_credentials"})
+        assert response.status_code == 401  # authentication comes first
+    assert not list(tmp_path.glob("keys/*.json"))

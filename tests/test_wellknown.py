@@ -1,0 +1,82 @@
+"""Discovery documents: issuer exactness, only working endpoints advertised, JWKS caching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import AppHarness, make_settings, running_app
+
+pytestmark = pytest.mark.anyio
+DOCS = ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
+# How each advertised endpoint is meant to be called, and what a bare call must answer.
+EXPECTED = {
+    "token_endpoint": ("POST", {400, 401}),
+    "authorization_endpoint": ("GET", {400}),
+    "jwks_uri": ("GET", {200}),
+}
+
+
+async def test_issuer_is_exactly_the_configured_url(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, issuer="https://auth.example.com:8443")
+    async with running_app(settings) as h:
+        for path in DOCS:
+            doc = (await h.http.get(path)).json()
+            assert doc["issuer"] == "https://auth.example.com:8443"
+            assert doc["token_endpoint"] == "https://auth.example.com:8443/token"
+
+
+async def test_every_advertised_url_answers(harness: AppHarness) -> None:
+    issuer = harness.settings.issuer
+    for path in DOCS:
+        response = await harness.http.get(path)
+        assert response.status_code == 200
+        doc = response.json()
+        urls = {k: v for k, v in doc.items() if isinstance(v, str) and v.startswith("http")
+                and k != "issuer"}
+        assert set(urls) == set(EXPECTED), urls
+        for member, url in urls.items():
+            method, statuses = EXPECTED[member]
+            assert url.startswith(issuer)
+            answer = await harness.http.request(method, url.removeprefix(issuer))
+            assert answer.status_code in statuses, (member, answer.status_code)
+        assert doc["grant_types_supported"] == ["client_credentials"]
+        assert doc["response_types_supported"] == []
+        assert "private_key_jwt" in doc["token_endpoint_auth_methods_supported"]
+
+
+async def test_protected_resource_metadata(harness: AppHarness) -> None:
+    doc = (await harness.http.get("/.well-known/oauth-protected-resource")).json()
+    assert doc["resource"] == harness.settings.issuer
+    assert doc["authorization_servers"] == [harness.settings.issuer]
+
+
+async def test_scopes_supported_hides_api_key_only_scopes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, scopes=[
+        {"name": "read", "description": "Read"},
+        {"name": "portal-provision", "api_key_only": True}])
+    async with running_app(settings) as h:
+        doc = (await h.http.get(DOCS[0])).json()
+        assert doc["scopes_supported"] == ["read"]
+
+
+async def test_jwks_has_etag_and_cache_control(harness: AppHarness) -> None:
+    first = await harness.http.get("/.well-known/jwks.json")
+    assert first.headers["cache-control"] == "public, max-age=300"
+    etag = first.headers["etag"]
+    again = await harness.http.get("/.well-known/jwks.json", headers={"if-none-match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    for key in first.json()["keys"]:
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & set(key)
+
+
+async def test_unknown_paths_and_methods_use_the_error_envelope(harness: AppHarness) -> None:
+    missing = await harness.http.get("/nope")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert missing.json()["error"]["request_id"] == missing.headers["x-request-id"]
+    wrong = await harness.http.get("/token")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
