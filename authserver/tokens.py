@@ -29,9 +29,14 @@ def mint_access_token(
     scopes: tuple[str, ...],
     lifetime: int,
     now: float,
+    not_before: float = 0.0,
 ) -> IssuedToken:
-    """Sign an RFC 9068 §2.2 access token with the one active key."""
-    iat = int(now)
+    """Sign an RFC 9068 §2.2 access token with the one active key.
+
+    `not_before` is the client's revocation cutoff: `iat` is never below it, so a token issued
+    in the same second as a change is not mistaken for one issued before it.
+    """
+    iat = max(int(now), int(not_before))
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,

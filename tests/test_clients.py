@@ -61,7 +61,7 @@ def test_lifecycle_writes_events_and_cutoffs(db: Database, tmp_path: Path) -> No
     with db.session() as session:
         narrowed = clients.update_client(session, cat, cid,
                                          clients.ClientUpdate(scopes=("write",)), clock.now())
-    assert narrowed.tokens_valid_after == clock.now()
+    assert narrowed.tokens_valid_after == clients.cutoff(clock.now()) > clock.now()
     with db.session() as session:
         clients.set_disabled(session, cid, True, clock.now())
         clients.set_disabled(session, cid, True, clock.now())  # no-op, no second event

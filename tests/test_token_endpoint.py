@@ -279,3 +279,28 @@ async def test_api_key_only_scope_never_granted(tmp_path: Any) -> None:
     async with running_app(settings) as h:
         with pytest.raises(Invalid, match="API-key only"):
             factories.create_client(h.runtime, scopes=["portal-provision"])
+
+
+async def test_token_after_a_change_is_never_older_than_the_cutoff(harness: AppHarness) -> None:
+    from authserver import clients
+    from authserver.clock import FakeClock
+
+    clock = harness.runtime.clock
+    assert isinstance(clock, FakeClock)
+    client, secret = factories.create_client(harness.runtime, scopes=["read", "write"])
+    assert secret is not None
+    before = await token(harness, {"grant_type": "client_credentials"},
+                         basic(client.client_id, secret))
+    with harness.runtime.db.session() as session:
+        changed = clients.update_client(session, harness.runtime.catalog, client.client_id,
+                                        clients.ClientUpdate(scopes=("read",)), clock.now())
+    harness.runtime.poll_events()
+    after = await token(harness, {"grant_type": "client_credentials"},
+                        basic(client.client_id, secret))
+    keys = await jwks(harness)
+    old_iat = jwt.decode(before.json()["access_token"], keys).claims["iat"]
+    new = jwt.decode(after.json()["access_token"], keys).claims
+    cut = changed.tokens_valid_after
+    assert old_iat < cut <= new["iat"]  # the old token is dead, the new one lives
+    assert new["exp"] == new["iat"] + 3600
+    assert new["iat"] - clock.now() <= 1.0

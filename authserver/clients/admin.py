@@ -5,6 +5,7 @@ Used by the CLI now and by the admin API and registration later; callers own the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,16 @@ def _check_key_source(
         check_jwks(jwks)
     if jwks_uri is not None:
         check_jwks_uri(jwks_uri)
+
+
+def cutoff(now: float) -> float:
+    """The revocation cutoff for a change at `now`: the next whole second.
+
+    Token `iat` is whole seconds. Tokens issued before the change have `iat <= floor(now)`, below
+    the cutoff; tokens issued after it get `iat >= cutoff` (see `tokens.mint_access_token`), so
+    "dead when iat < cutoff" never kills a token issued after the change.
+    """
+    return float(math.ceil(now)) if now != int(now) else now + 1.0
 
 
 def _row(session: Session, client_id: str) -> Client:
@@ -144,7 +155,7 @@ def update_client(
         return ClientRecord.from_row(row)
     row.updated_at = now
     if set(changed) - {"name"}:
-        row.tokens_valid_after = now
+        row.tokens_valid_after = cutoff(now)
     events.record(session, "client.updated", client_id, now, row.org_id,
                   {"fields": changed, "tokens_valid_after": row.tokens_valid_after})
     return ClientRecord.from_row(row)
@@ -159,7 +170,7 @@ def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -
     row.status = status
     row.updated_at = now
     if disabled:
-        row.tokens_valid_after = now
+        row.tokens_valid_after = cutoff(now)
     events.record(session, "client.disabled" if disabled else "client.enabled", client_id, now,
                   row.org_id, {"tokens_valid_after": row.tokens_valid_after})
     return ClientRecord.from_row(row)
@@ -168,7 +179,7 @@ def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -
 def delete_client(session: Session, client_id: str, now: float) -> None:
     row = _row(session, client_id)
     events.record(session, "client.deleted", client_id, now, row.org_id,
-                  {"tokens_valid_after": now})
+                  {"tokens_valid_after": cutoff(now)})
     session.delete(row)
 
 

@@ -85,7 +85,7 @@ class TokenService:
         issued: IssuedToken = mint_access_token(
             signer, issuer=self.issuer, client_id=client.client_id, subject=client.client_id,
             org_id=client.org_id, audience=audience, scopes=scopes, lifetime=self.lifetime,
-            now=now,
+            now=now, not_before=client.tokens_valid_after,
         )
         body: dict[str, Any] = {
             "access_token": issued.token,
