@@ -27,7 +27,9 @@ class Form:
 
 async def read_body(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > limit):
+    if length is not None and not length.isdigit():
+        raise InvalidRequest("Content-Length is not a number")
+    if length is not None and int(length) > limit:
         raise BodyTooLarge(f"Request body exceeds {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
