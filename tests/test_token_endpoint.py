@@ -304,3 +304,26 @@ async def test_token_after_a_change_is_never_older_than_the_cutoff(harness: AppH
     assert old_iat < cut <= new["iat"]  # the old token is dead, the new one lives
     assert new["exp"] == new["iat"] + 3600
     assert new["iat"] - clock.now() <= 1.0
+
+
+async def test_store_down_is_503_temporarily_unavailable(harness: AppHarness) -> None:
+    from authserver.storage.db import Database
+
+    client, secret = factories.create_client(harness.runtime)
+    assert secret is not None
+    directory = harness.runtime.tokens.clients
+    healthy = directory.db
+    directory.db = Database("postgresql://postgres@127.0.0.1:1/nothing")  # nothing listens
+    try:
+        response = await token(harness, {"grant_type": "client_credentials"},
+                               basic(client.client_id, secret))
+    finally:
+        directory.db.dispose()
+        directory.db = healthy
+    assert response.status_code == 503
+    assert response.json()["error"] == "temporarily_unavailable"
+    assert response.headers["cache-control"] == "no-store"
+    # nothing was cached from the failure: the next request works
+    ok = await token(harness, {"grant_type": "client_credentials"},
+                     basic(client.client_id, secret))
+    assert ok.status_code == 200
