@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,8 +48,8 @@ class Runtime:
     event_cursor: int = 0
     _seen_events: dict[int, float] = field(default_factory=dict)
 
-    def poll_events(self) -> int:
-        """Apply new events to the cache; returns how many were new. Runs in a thread."""
+    def read_new_events(self) -> list[events.EventRecord]:
+        """Events not seen yet (runs in a worker thread)."""
         now = self.clock.now()
         with self.db.session() as session:
             batch = events.read_since(session, self.event_cursor, now - EVENT_RESCAN_MARGIN)
@@ -59,7 +59,16 @@ class Runtime:
             self.event_cursor = max(self.event_cursor, event.id)
         self._seen_events = {i: t for i, t in self._seen_events.items()
                              if t >= now - 2 * EVENT_RESCAN_MARGIN or i == self.event_cursor}
+        return fresh
+
+    def apply_events(self, fresh: list[events.EventRecord]) -> None:
+        """Invalidate what the events name (on the event loop, beside the cache's readers)."""
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
+
+    def poll_events(self) -> int:
+        """Read and apply in one go; returns how many events were new."""
+        fresh = self.read_new_events()
+        self.apply_events(fresh)
         return len(fresh)
 
     def start_position(self) -> None:
@@ -89,11 +98,11 @@ def prepare_storage(db: Database) -> None:
         raise RuntimeError("the database has pending migrations; run `authserver migrate` first")
 
 
-async def _every(interval: float, job_name: str, job: object) -> None:
+async def _every(interval: float, job_name: str, job: Callable[[], Awaitable[None]]) -> None:
     while True:
         await anyio.sleep(interval)
         try:
-            await anyio.to_thread.run_sync(job)  # type: ignore[arg-type]
+            await job()
         except (SQLAlchemyError, KeyFileError, OSError) as exc:
             log.warning("%s failed: %s", job_name, exc)
 
@@ -114,11 +123,16 @@ def create_app(
         if rt.keyring.snapshot(now).signer is None:
             log.warning("no signing key is active: the token endpoint answers 503")
         await anyio.to_thread.run_sync(rt.start_position)
+        async def follow_events() -> None:
+            rt.apply_events(await anyio.to_thread.run_sync(rt.read_new_events))
+
+        async def reload_keys() -> None:
+            await anyio.to_thread.run_sync(lambda: rt.keyring.load(rt.clock.now()))
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
-                          rt.poll_events)
-            tg.start_soon(_every, settings.signing.reload_interval, "key reload",
-                          lambda: rt.keyring.load(rt.clock.now()))
+                          follow_events)
+            tg.start_soon(_every, settings.signing.reload_interval, "key reload", reload_keys)
             try:
                 yield
             finally:
