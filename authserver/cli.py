@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
+
 from authserver import clients
 from authserver.clock import SystemClock
 from authserver.config import ConfigError, Settings, load_settings
@@ -71,7 +73,11 @@ def cmd_config_example(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
-    print(json.dumps(settings.model_dump(), indent=2))
+    data = settings.model_dump()
+    if settings.database_url:
+        url = make_url(settings.database_url)
+        data["database_url"] = url.render_as_string(hide_password=True)
+    print(json.dumps(data, indent=2))
     return 0
 
 

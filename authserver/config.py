@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from authserver.uris import is_resource_uri
+
 ENV_PREFIX = "AUTHSERVER_"
 SigningAlgorithm = Literal["RS256", "ES256", "EdDSA", "PS256"]
 ScopePolicy = Literal["intersect", "strict", "client"]
@@ -111,6 +113,11 @@ class CacheSettings(_Section):
         le=60,
         description="Seconds between polls of the event log; bounds how stale a cached client is.",
     )
+    max_staleness: float = Field(
+        10.0,
+        gt=0,
+        description="When the event log cannot be read for this long, cached clients are dropped.",
+    )
 
 
 class OutboundSettings(_Section):
@@ -139,9 +146,8 @@ class ResourceServer(_Section):
     @field_validator("identifier")
     @classmethod
     def _absolute(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if not parts.scheme or not parts.netloc or parts.fragment:
-            raise ValueError("must be an absolute URI without a fragment (RFC 8707 §2)")
+        if not is_resource_uri(value):
+            raise ValueError("must be an absolute http(s) URI without a fragment (RFC 8707 §2)")
         return value
 
 

@@ -6,11 +6,11 @@ instance, the RFC 8936 feed) follow the log with `read_since`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
 from authserver.storage.models import Event
@@ -43,22 +43,34 @@ def record(
                       data=data or {}))
 
 
-def read_since(
-    session: Session, after_id: int, since: float, limit: int = 1000
-) -> Sequence[EventRecord]:
-    """Events with an id above `after_id`, plus any created at or after `since`.
-
-    The second arm catches rows whose ids were allocated before `after_id` but committed after
-    the previous read (concurrent writers on PostgreSQL); callers drop ids they have seen.
-    """
-    rows = session.scalars(
-        select(Event)
-        .where(or_(Event.id > after_id, Event.created_at >= since))
-        .order_by(Event.id)
-        .limit(limit)
-    )
+def _records(rows: Iterable[Event]) -> list[EventRecord]:
     return [EventRecord(r.id, r.created_at, r.type, r.subject, r.org_id, dict(r.data))
             for r in rows]
+
+
+def read_since(
+    session: Session, after_id: int, since: float, batch: int = 1000
+) -> Sequence[EventRecord]:
+    """Every event with an id above `after_id`, plus those at or below it created at or after
+    `since`.
+
+    The second part catches rows whose ids were allocated before `after_id` but committed after
+    the previous read (concurrent writers on PostgreSQL); callers drop ids they have seen.
+    """
+    late = _records(session.scalars(
+        select(Event).where(and_(Event.id <= after_id, Event.created_at >= since))
+        .order_by(Event.id)
+    ))
+    new: list[EventRecord] = []
+    cursor = after_id
+    while True:
+        page = _records(session.scalars(
+            select(Event).where(Event.id > cursor).order_by(Event.id).limit(batch)
+        ))
+        new.extend(page)
+        if len(page) < batch:
+            return late + new
+        cursor = page[-1].id
 
 
 def last_id(session: Session) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
@@ -65,6 +66,7 @@ class SigningKey:
     created_at: float
     activate_at: float | None
     retired_at: float | None
+    token_lifetime: float | None
     key: Any = field(repr=False, compare=False)
     public_jwk: dict[str, str] = field(repr=False, compare=False)
 
@@ -77,10 +79,15 @@ class SigningKey:
 _REGISTRIES: dict[str, JWSRegistry] = {}
 
 
+def jws_registry(algorithms: Collection[str]) -> JWSRegistry:
+    """A joserfc registry allowing exactly `algorithms` (EdDSA without the RFC 9864 warning)."""
+    return _SigningRegistry(algorithms=list(algorithms))
+
+
 def _registry(alg: str) -> JWSRegistry:
     registry = _REGISTRIES.get(alg)
     if registry is None:
-        registry = _REGISTRIES[alg] = _SigningRegistry(algorithms=[alg])
+        registry = _REGISTRIES[alg] = jws_registry([alg])
     return registry
 
 
@@ -133,7 +140,20 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
             tmp.unlink()
 
 
+_KEY_TYPES = {"RS256": "RSA", "PS256": "RSA", "ES256": "EC", "EdDSA": "OKP"}
+
+
+def _time(meta: dict[str, Any], name: str, required: bool = False) -> float | None:
+    value = meta.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise ValueError(f"{META}.{name} must be a number")
+    return float(value)
+
+
 def _load_file(path: Path) -> SigningKey:
+    """Read and check one key file; any defect is a KeyFileError naming the file."""
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(
@@ -143,20 +163,27 @@ def _load_file(path: Path) -> SigningKey:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         meta = data.pop(META)
+        alg = data["alg"]
+        if _KEY_TYPES.get(alg) != data.get("kty"):
+            raise ValueError(f"alg {alg!r} does not fit kty {data.get('kty')!r}")
+        if "d" not in data:
+            raise ValueError("not a private key")
         key = JWKRegistry.import_key(data)
         public = {name: data[name] for name in _PUBLIC_MEMBERS[data["kty"]]}
         kid = key.thumbprint()
-        alg = data["alg"]
-    except (ValueError, KeyError, TypeError) as exc:
+        created = _time(meta, "created_at", required=True)
+        assert created is not None
+        loaded = SigningKey(
+            kid=kid, alg=alg, created_at=created, activate_at=_time(meta, "activate_at"),
+            retired_at=_time(meta, "retired_at"), token_lifetime=_time(meta, "token_lifetime"),
+            key=key, public_jwk={**public, "kid": kid, "use": "sig", "alg": alg},
+        )
+        loaded.sign({}, "check")  # a key that cannot sign must not become the signer
+    except (ValueError, KeyError, TypeError, AttributeError, JoseError) as exc:
         raise KeyFileError(f"{path} is not a private JWK written by authserver: {exc}") from exc
-    if data.get("kid") != kid:
-        raise KeyFileError(f"{path}: kid is not the RFC 7638 thumbprint of the key")
-    public.update({"kid": kid, "use": "sig", "alg": alg})
-    return SigningKey(
-        kid=kid, alg=alg, created_at=float(meta["created_at"]),
-        activate_at=meta.get("activate_at"), retired_at=meta.get("retired_at"),
-        key=key, public_jwk=public,
-    )
+    if data.get("kid") != kid or path.stem != kid:
+        raise KeyFileError(f"{path}: kid and file name must be the RFC 7638 thumbprint")
+    return loaded
 
 
 def _file_data(key: SigningKey) -> dict[str, Any]:
@@ -164,7 +191,7 @@ def _file_data(key: SigningKey) -> dict[str, Any]:
     data.update({"kid": key.kid, "alg": key.alg, "use": "sig"})
     data[META] = {
         "created_at": key.created_at, "activate_at": key.activate_at,
-        "retired_at": key.retired_at,
+        "retired_at": key.retired_at, "token_lifetime": key.token_lifetime,
     }
     return data
 
@@ -195,7 +222,10 @@ def compute_snapshot(
     for key in sorted(keys, key=lambda k: k.created_at):
         stop = stops.get(key.kid)
         if key.kid in stops:
-            unpublish = None if stop is None else stop + token_lifetime + PUBLISH_MARGIN
+            # The longest lifetime in force while it signed: a later, shorter setting must
+            # not unpublish a key whose long-lived tokens are still out there.
+            lifetime = max(token_lifetime, key.token_lifetime or 0.0)
+            unpublish = None if stop is None else stop + lifetime + PUBLISH_MARGIN
         else:  # standby, or retired before it ever signed
             unpublish = key.retired_at
         if key is signer:
@@ -231,19 +261,19 @@ class Keyring:
         self.directory = directory
         self.token_lifetime = token_lifetime
         self._keys: tuple[SigningKey, ...] = ()
-        self._fingerprint: tuple[tuple[str, int, int], ...] = ()
+        self._fingerprint: tuple[tuple[str, int, int, int], ...] = ()
         self._snapshot = compute_snapshot((), 0.0, token_lifetime)
         self._lock = threading.Lock()
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _listing(self) -> tuple[tuple[str, int, int], ...]:
+    def _listing(self) -> tuple[tuple[str, int, int, int], ...]:
         if not self.directory.is_dir():
             return ()
         entries = []
         for path in sorted(self.directory.glob("*.json")):
             st = path.stat()
-            entries.append((path.name, st.st_mtime_ns, st.st_size))
+            entries.append((path.name, st.st_ino, st.st_mtime_ns, st.st_size))
         return tuple(entries)
 
     def load(self, now: float) -> bool:
@@ -251,7 +281,7 @@ class Keyring:
         listing = self._listing()
         if listing == self._fingerprint:
             return False
-        keys = tuple(_load_file(self.directory / name) for name, _, _ in listing)
+        keys = tuple(_load_file(self.directory / entry[0]) for entry in listing)
         with self._lock:
             self._keys, self._fingerprint = keys, listing
             self._snapshot = compute_snapshot(keys, now, self.token_lifetime)
@@ -281,7 +311,7 @@ class Keyring:
         kid = raw.thumbprint()
         public = {name: raw.as_dict(private=False)[name] for name in _PUBLIC_MEMBERS[raw.key_type]}
         public.update({"kid": kid, "use": "sig", "alg": alg})
-        key = SigningKey(kid, alg, now, activate_at, None, raw, public)
+        key = SigningKey(kid, alg, now, activate_at, None, self.token_lifetime, raw, public)
         self._save(key, now)
         return key
 
@@ -318,7 +348,8 @@ class Keyring:
         if key.activate_at is not None:
             raise Conflict(f"key {kid} is already scheduled to sign")
         activate = max(now, key.created_at + propagation_delay) if has_signer else now
-        key = replace(key, activate_at=activate)
+        key = replace(key, activate_at=activate,
+                      token_lifetime=max(key.token_lifetime or 0.0, self.token_lifetime))
         self._save(key, now)
         return key
 

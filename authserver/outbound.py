@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import anyio
 import httpx
 
 from authserver.clock import Clock
 from authserver.config import OutboundSettings
 
 _MAX_AGE = re.compile(r"max-age=(\d+)")
+FAILURE_CACHE_SECONDS = 30.0
 
 
 class OutboundError(Exception):
@@ -35,9 +37,21 @@ class _Cached:
     expires_at: float
 
 
+_GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+# Inside 2000::/3 but carrying an IPv4 address that could be private: 6to4 and Teredo.
+_TUNNELS_V6 = (ipaddress.ip_network("2002::/16"), ipaddress.ip_network("2001::/32"))
+
+
 def address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, loopback: bool) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """Public unicast only. IPv6 must be global unicast (2000::/3) and not a tunnel form, so
+    NAT64, v4-compatible, v4-mapped and site-local spellings of private IPv4 are refused."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return address_allowed(ip.ipv4_mapped, loopback)
+        if ip.is_loopback:
+            return loopback
+        return (ip in _GLOBAL_UNICAST_V6 and ip.is_global
+                and not any(ip in net for net in _TUNNELS_V6))
     if ip.is_loopback:
         return loopback
     return ip.is_global and not ip.is_multicast
@@ -48,12 +62,10 @@ class JsonFetcher:
         self.settings = settings
         self.clock = clock
         self._cache: dict[str, _Cached] = {}
-        self._client = httpx.AsyncClient(
-            follow_redirects=False, timeout=settings.timeout, trust_env=False
-        )
+        self._failures: dict[str, tuple[float, str]] = {}
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing pooled to close: every fetch has its own connection (see `_fetch`)."""
 
     def cached_age(self, url: str) -> float | None:
         entry = self._cache.get(url)
@@ -64,12 +76,30 @@ class JsonFetcher:
         entry = self._cache.get(url)
         if entry is not None and not refresh and now < entry.expires_at:
             return entry.value
-        value, max_age = await self._fetch(url)
+        failed = self._failures.get(url)
+        if failed is not None and now < failed[0]:
+            raise OutboundError(failed[1])
+        try:
+            with anyio.fail_after(self.settings.timeout):
+                value, max_age = await self._fetch(url)
+        except TimeoutError:
+            self._remember_failure(url, now, "fetch timed out")
+            raise OutboundError("fetch timed out") from None
+        except OutboundError as exc:
+            self._remember_failure(url, now, str(exc))
+            raise
+        self._failures.pop(url, None)
         ttl = min(max(max_age, self.settings.min_cache_seconds), self.settings.max_cache_seconds)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[url] = _Cached(value, now, now + ttl)
         return value
+
+    def _remember_failure(self, url: str, now: float, message: str) -> None:
+        """Do not let every request that names a broken URL trigger a new fetch."""
+        if len(self._failures) > 10_000:
+            self._failures.clear()
+        self._failures[url] = (now + FAILURE_CACHE_SECONDS, message)
 
     async def _resolve(self, host: str, port: int) -> str:
         loopback_ok = self.settings.allow_loopback_http
@@ -101,8 +131,12 @@ class JsonFetcher:
         extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
         headers = {"Host": parts.netloc, "Accept": "application/json"}
         limit = self.settings.max_bytes
+        # A client per fetch: a pooled connection keyed by IP would skip the certificate check
+        # for a second host name on the same address.
         try:
-            async with self._client.stream(
+            async with httpx.AsyncClient(
+                follow_redirects=False, timeout=self.settings.timeout, trust_env=False
+            ) as client, client.stream(
                 "GET", target, headers=headers, extensions=extensions
             ) as response:
                 if response.is_redirect:
@@ -119,7 +153,7 @@ class JsonFetcher:
             raise OutboundError(f"fetch failed: {type(exc).__name__}") from exc
         try:
             value = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
             raise OutboundError("response is not JSON") from exc
         if not isinstance(value, dict):
             raise OutboundError("response is not a JSON object")

@@ -19,7 +19,7 @@ def parse_scope(value: str) -> tuple[str, ...]:
         if not token:
             continue
         if not _SCOPE_TOKEN.match(token):
-            raise Invalid(f"scope {token!r} contains characters RFC 6749 §3.3 does not allow")
+            raise Invalid("scope contains characters RFC 6749 section 3.3 does not allow")
         if token not in tokens:
             tokens.append(token)
     return tuple(tokens)

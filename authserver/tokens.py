@@ -36,7 +36,8 @@ def mint_access_token(
     `not_before` is the client's revocation cutoff: `iat` is never below it, so a token issued
     in the same second as a change is not mistaken for one issued before it.
     """
-    iat = max(int(now), int(not_before))
+    # Clamped to one second ahead: a writer whose clock runs fast cannot push iat further.
+    iat = max(int(now), min(int(not_before), int(now) + 1))
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,

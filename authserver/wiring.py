@@ -46,6 +46,7 @@ class Runtime:
     fetcher: JsonFetcher
     tokens: TokenService
     event_cursor: int = 0
+    last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
 
     def read_new_events(self) -> list[events.EventRecord]:
@@ -64,6 +65,13 @@ class Runtime:
     def apply_events(self, fresh: list[events.EventRecord]) -> None:
         """Invalidate what the events name (on the event loop, beside the cache's readers)."""
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
+        self.last_poll_ok = self.clock.now()
+
+    def poll_failed(self) -> None:
+        """While the log cannot be read, cached clients may be stale: past the staleness bound
+        they are dropped, so lookups go to the store (and fail with 503 if it is down)."""
+        if self.clock.now() - self.last_poll_ok > self.settings.cache.max_staleness:
+            self.cache.clear()
 
     def poll_events(self) -> int:
         """Read and apply in one go; returns how many events were new."""
@@ -74,6 +82,7 @@ class Runtime:
     def start_position(self) -> None:
         with self.db.session() as session:
             self.event_cursor = events.last_id(session)
+        self.last_poll_ok = self.clock.now()
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -99,12 +108,15 @@ def prepare_storage(db: Database) -> None:
 
 
 async def _every(interval: float, job_name: str, job: Callable[[], Awaitable[None]]) -> None:
+    """Run `job` forever; a failure is logged and retried, never ends the loop."""
     while True:
         await anyio.sleep(interval)
         try:
             await job()
         except (SQLAlchemyError, KeyFileError, OSError) as exc:
             log.warning("%s failed: %s", job_name, exc)
+        except Exception:
+            log.exception("%s failed unexpectedly", job_name)
 
 
 def create_app(
@@ -124,7 +136,11 @@ def create_app(
             log.warning("no signing key is active: the token endpoint answers 503")
         await anyio.to_thread.run_sync(rt.start_position)
         async def follow_events() -> None:
-            rt.apply_events(await anyio.to_thread.run_sync(rt.read_new_events))
+            try:
+                rt.apply_events(await anyio.to_thread.run_sync(rt.read_new_events))
+            except Exception:
+                rt.poll_failed()
+                raise
 
         async def reload_keys() -> None:
             await anyio.to_thread.run_sync(lambda: rt.keyring.load(rt.clock.now()))

@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from authserver.errors import Invalid
 from authserver.storage.models import Client
+from authserver.uris import is_resource_uri
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 AUTH_METHODS: tuple[AuthMethod, ...] = (
@@ -92,8 +92,7 @@ def check_cidrs(values: list[str]) -> list[str]:
 
 def check_resources(values: list[str]) -> list[str]:
     for value in values:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+        if not is_resource_uri(value):
             raise Invalid(
                 f"resource: {value!r} must be an absolute http(s) URI without a fragment "
                 "(RFC 8707 §2)"
@@ -102,8 +101,7 @@ def check_resources(values: list[str]) -> list[str]:
 
 
 def check_jwks_uri(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.fragment:
+    if not is_resource_uri(value):
         raise Invalid(f"jwks_uri: {value!r} must be an absolute https URL")
     return value
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import unquote
 
 from joserfc import jwt
@@ -16,23 +17,26 @@ from joserfc.jwk import KeySet
 from joserfc.jws import extract_compact
 
 from authserver import hashing
-from authserver.clients import ClientRecord
+from authserver.clients import AuthMethod, ClientRecord
 from authserver.clock import Clock
 from authserver.config import Settings
 from authserver.errors import InvalidClient, InvalidRequest
+from authserver.keyring import jws_registry
 from authserver.outbound import JsonFetcher, OutboundError
 from authserver.replay import ReplayCache
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
+MAX_CLIENT_ID = 128
+MAX_ASSERTION = 8192
+_VERIFY = jws_registry(ASSERTION_ALGORITHMS)
 # A jwks_uri is re-fetched for an unknown kid at most this often.
 JWKS_REFETCH_INTERVAL = 60.0
-Method = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    method: Method
+    method: AuthMethod
     client_id: str
     secret: str | None = field(default=None, repr=False)
     assertion: str | None = field(default=None, repr=False)
@@ -45,13 +49,21 @@ def _basic(header: str) -> tuple[str, str]:
         raise InvalidClient("Unsupported authorization scheme; use Basic", used_basic=True)
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: non-ASCII header text
         raise InvalidClient("Malformed Basic credentials", used_basic=True) from exc
     client_id, sep, secret = decoded.partition(":")
     if not sep or not client_id:
         raise InvalidClient("Malformed Basic credentials", used_basic=True)
     # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding.
-    return unquote(client_id.replace("+", " ")), unquote(secret.replace("+", " "))
+    return (_client_id(unquote(client_id.replace("+", " ")), used_basic=True),
+            unquote(secret.replace("+", " ")))
+
+
+def _client_id(value: str, used_basic: bool = False) -> str:
+    """Refuse ids no client can have before they reach a cache or a database."""
+    if not 0 < len(value) <= MAX_CLIENT_ID or not value.isprintable():
+        raise InvalidClient(used_basic=used_basic)
+    return value
 
 
 def extract_credentials(form: Mapping[str, str], authorization: str | None) -> Credentials:
@@ -74,18 +86,19 @@ def extract_credentials(form: Mapping[str, str], authorization: str | None) -> C
             raise InvalidRequest("Use exactly one client authentication method")
         if assertion_type != JWT_BEARER:
             raise InvalidClient(f"client_assertion_type must be {JWT_BEARER}")
-        if not assertion:
-            raise InvalidClient("client_assertion is missing")
+        if not assertion or len(assertion) > MAX_ASSERTION:
+            raise InvalidClient("client_assertion is missing or too long")
         claims = _unverified_claims(assertion)
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
+        if not isinstance(subject, str):
             raise InvalidClient("client_assertion has no sub")
+        _client_id(subject)
         if body_id is not None and body_id != subject:
             raise InvalidClient("client_id differs from the assertion's sub")
         return Credentials("private_key_jwt", subject, assertion=assertion,
                            assertion_claims=claims)
     if body_id is not None and body_secret is not None:
-        return Credentials("client_secret_post", body_id, secret=body_secret)
+        return Credentials("client_secret_post", _client_id(body_id), secret=body_secret)
     raise InvalidClient("Client authentication is required")
 
 
@@ -93,7 +106,7 @@ def _unverified_claims(assertion: str) -> dict[str, Any]:
     try:
         obj = extract_compact(assertion.encode("ascii"))
         claims = json.loads(obj.payload)
-    except (JoseError, ValueError, UnicodeError) as exc:
+    except (JoseError, ValueError, UnicodeError, RecursionError) as exc:
         raise InvalidClient("client_assertion is not a JWT") from exc
     if not isinstance(claims, dict):
         raise InvalidClient("client_assertion is not a JWT")
@@ -113,6 +126,7 @@ class ClientAuthenticator:
         self.clock = clock
         self.replay = replay
         self.fetcher = fetcher
+        self._keysets: dict[tuple[str, float], KeySet] = {}
 
     async def authenticate(
         self, creds: Credentials, client: ClientRecord | None
@@ -136,31 +150,41 @@ class ClientAuthenticator:
             raise InvalidClient(detail="client disabled", used_basic=used_basic)
         return client
 
+    def _parsed(self, cache_key: tuple[str, float], document: Any) -> KeySet:
+        """Parse a JWK Set once per client version (or fetched document), not per request."""
+        keys = self._keysets.get(cache_key)
+        if keys is None:
+            try:
+                keys = KeySet.import_key_set(document)
+            except (JoseError, ValueError, KeyError, TypeError) as exc:
+                raise InvalidClient(detail="the client's keys are not a JWK Set") from exc
+            if len(self._keysets) > 10_000:
+                self._keysets.clear()
+            self._keysets[cache_key] = keys
+        return keys
+
     async def _keys(self, client: ClientRecord, refresh: bool) -> KeySet:
         if client.jwks is not None:
-            return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+            return self._parsed((client.client_id, client.updated_at), client.jwks)
         if client.jwks_uri is None:
             raise InvalidClient(detail="no keys registered")
         try:
             document = await self.fetcher.get(client.jwks_uri, refresh=refresh)
-            return KeySet.import_key_set(document)  # type: ignore[arg-type]
         except OutboundError as exc:
             raise InvalidClient(detail=f"jwks_uri: {exc}") from exc
-        except (JoseError, ValueError, KeyError, TypeError) as exc:
-            raise InvalidClient(detail="jwks_uri did not return a JWK Set") from exc
+        fetched = self.clock.now() - (self.fetcher.cached_age(client.jwks_uri) or 0.0)
+        return self._parsed((client.jwks_uri, round(fetched, 3)), document)
 
     async def _verify_signature(self, client: ClientRecord, assertion: str) -> dict[str, Any]:
-        keys = await self._keys(client, refresh=False)
         try:
-            return jwt.decode(assertion, keys, algorithms=ASSERTION_ALGORITHMS).claims
+            return _decode(assertion, await self._keys(client, refresh=False))
         except JoseError as first:
             age = self.fetcher.cached_age(client.jwks_uri) if client.jwks_uri else None
             if age is None or age < JWKS_REFETCH_INTERVAL:
                 raise InvalidClient(detail=f"assertion: {first.error}") from first
         # The client may have rotated its keys since we cached its jwks_uri.
-        keys = await self._keys(client, refresh=True)
         try:
-            return jwt.decode(assertion, keys, algorithms=ASSERTION_ALGORITHMS).claims
+            return _decode(assertion, await self._keys(client, refresh=True))
         except JoseError as exc:
             raise InvalidClient(detail=f"assertion: {exc.error}") from exc
 
@@ -170,27 +194,52 @@ class ClientAuthenticator:
         now = self.clock.now()
         audience = claims.get("aud")
         audiences = audience if isinstance(audience, list) else [audience]
-        exp, nbf, iat, jti = (claims.get(k) for k in ("exp", "nbf", "iat", "jti"))
+        exp, nbf, iat = (_instant(claims.get(k)) for k in ("exp", "nbf", "iat"))
+        jti = claims.get("jti")
         problem = None
         if claims.get("iss") != client.client_id or claims.get("sub") != client.client_id:
             problem = "iss and sub must be the client_id"
         elif not ({self.issuer, self.token_endpoint} & {a for a in audiences
                                                          if isinstance(a, str)}):
             problem = "aud must be the issuer or the token endpoint"
-        elif not isinstance(exp, int | float) or isinstance(exp, bool):
-            problem = "exp is required"
+        elif exp is None:
+            problem = "exp is required (a finite number)"
         elif exp <= now - self.skew:
             problem = "expired"
         elif exp > now + self.max_lifetime + self.skew:
             problem = "lifetime exceeds tokens.max_assertion_lifetime"
-        elif isinstance(nbf, int | float) and nbf > now + self.skew:
+        elif nbf is not None and nbf > now + self.skew:
             problem = "not yet valid"
-        elif isinstance(iat, int | float) and iat > now + self.skew:
+        elif iat is not None and iat > now + self.skew:
             problem = "issued in the future"
         elif not isinstance(jti, str) or not 0 < len(jti) <= 256:
             problem = "jti is required"
-        elif not self.replay.first_use(f"{client.client_id}\x00{jti}", float(exp) + self.skew,
-                                       now):
+        elif not self.replay.first_use(f"{client.client_id}\x00{jti}", exp + self.skew, now):
             problem = "jti was already used"
         if problem:
             raise InvalidClient(detail=f"assertion: {problem}")
+
+
+def _instant(value: Any) -> float | None:
+    """A NumericDate claim as a finite number, else None (NaN would defeat every check)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _decode(assertion: str, keys: KeySet) -> dict[str, Any]:
+    """Verify with the key named by `kid`, or, without a `kid`, with each candidate key."""
+    try:
+        header = extract_compact(assertion.encode("ascii")).headers()
+    except (JoseError, ValueError, UnicodeError) as exc:
+        raise InvalidClient(detail="assertion is not a compact JWS") from exc
+    if "kid" in header or len(keys.keys) == 1:
+        return jwt.decode(assertion, keys, registry=_VERIFY).claims
+    failure: JoseError | None = None
+    for key in keys.keys:
+        try:
+            return jwt.decode(assertion, key, registry=_VERIFY).claims
+        except JoseError as exc:
+            failure = exc
+    assert failure is not None
+    raise failure

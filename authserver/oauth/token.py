@@ -7,9 +7,8 @@ read on a miss), the secret check is one SHA-256, the signature uses the one act
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from authserver.clients import ClientDirectory, ClientRecord
 from authserver.clock import Clock
@@ -28,6 +27,7 @@ from authserver.keyring import Keyring
 from authserver.oauth.client_auth import ClientAuthenticator, extract_credentials
 from authserver.scopes import ScopeCatalog, grant_scopes, parse_scope
 from authserver.tokens import IssuedToken, mint_access_token
+from authserver.uris import is_resource_uri
 
 SUPPORTED_GRANTS = frozenset({"client_credentials"})
 
@@ -36,9 +36,9 @@ SUPPORTED_GRANTS = frozenset({"client_credentials"})
 class TokenRequest:
     """The token request's form, parsed once (repeated parameters already refused)."""
 
-    params: Mapping[str, str]
+    params: Mapping[str, str] = field(repr=False)
     resources: Sequence[str]
-    authorization: str | None
+    authorization: str | None = field(repr=False)
     client_ip: str | None
 
 
@@ -67,7 +67,7 @@ class TokenService:
         found = await self.clients.get(creds.client_id)
         client = await self.authenticator.authenticate(creds, found)
         if grant_type not in SUPPORTED_GRANTS:
-            raise UnsupportedGrantType(f"grant_type {grant_type!r} is not supported")
+            raise UnsupportedGrantType("This grant_type is not supported")
         if grant_type not in client.grant_types:
             raise UnauthorizedClient("This client may not use the client_credentials grant")
         if not client.ip_allowed(request.client_ip):
@@ -77,6 +77,7 @@ class TokenService:
                 used_basic=creds.method == "client_secret_basic",
             )
         audience, allowed = self._audience(client, request.resources)
+        allowed = allowed - self.catalog.api_key_only  # also if flagged after the client was made
         scopes = self._scopes(params.get("scope"), allowed)
         now = self.clock.now()
         signer = self.keyring.snapshot(now).signer
@@ -103,12 +104,12 @@ class TokenService:
         if not resources:
             return self.default_audience, client.scopes
         allowed = client.scopes
+        resources = list(dict.fromkeys(resources))
         for resource in resources:
-            parts = urlsplit(resource)
-            if not parts.scheme or not parts.netloc or parts.fragment:
+            if not is_resource_uri(resource):
                 raise InvalidTarget("resource must be an absolute URI without a fragment")
             if resource not in client.resources:
-                raise InvalidTarget(f"This client may not request tokens for {resource}")
+                raise InvalidTarget("This client may not request tokens for that resource")
             accepted = self.catalog.resource_scopes.get(resource)
             if accepted is not None:
                 allowed = allowed & accepted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -12,6 +13,8 @@ from starlette.responses import Response
 from authserver.errors import ApiError, InvalidClient, OAuthError
 
 log = logging.getLogger("authserver.errors")
+# RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
+_DESCRIPTION_UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 _API_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -27,7 +30,7 @@ def oauth_error_response(exc: OAuthError) -> Response:
     """RFC 6749 §5.2 body; no-store; 401 always carries a challenge (RFC 9110 §15.5.2)."""
     body: dict[str, str] = {"error": exc.error}
     if exc.description:
-        body["error_description"] = exc.description
+        body["error_description"] = _DESCRIPTION_UNSAFE.sub("?", exc.description)
     headers = dict(NO_STORE)
     if isinstance(exc, InvalidClient):
         headers["www-authenticate"] = 'Basic realm="authserver", charset="UTF-8"'

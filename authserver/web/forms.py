@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -21,8 +21,8 @@ class BodyTooLarge(InvalidRequest):
 
 @dataclass(frozen=True, slots=True)
 class Form:
-    values: dict[str, str]
-    repeated: dict[str, list[str]]
+    values: dict[str, str] = field(repr=False)
+    repeated: dict[str, list[str]] = field(repr=False)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

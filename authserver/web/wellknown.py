@@ -12,6 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authserver.clients import AUTH_METHODS
 from authserver.clock import Clock
 from authserver.config import Settings
 from authserver.keyring import Keyring
@@ -19,7 +20,6 @@ from authserver.oauth.client_auth import ASSERTION_ALGORITHMS
 from authserver.oauth.token import SUPPORTED_GRANTS
 from authserver.scopes import ScopeCatalog
 
-AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 JWKS_PATH = "/.well-known/jwks.json"
 
 
@@ -34,7 +34,7 @@ def authorization_server_metadata(settings: Settings, catalog: ScopeCatalog) -> 
         "jwks_uri": settings.endpoint(JWKS_PATH),
         "response_types_supported": [],
         "grant_types_supported": sorted(SUPPORTED_GRANTS),
-        "token_endpoint_auth_methods_supported": AUTH_METHODS,
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
     }
     scopes = catalog.oauth_scopes()
@@ -48,7 +48,6 @@ def protected_resource_metadata(settings: Settings, catalog: ScopeCatalog) -> di
     doc: dict[str, Any] = {
         "resource": settings.issuer,
         "authorization_servers": [settings.issuer],
-        "jwks_uri": settings.endpoint(JWKS_PATH),
         "bearer_methods_supported": ["header"],
     }
     scopes = catalog.oauth_scopes()
