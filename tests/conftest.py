@@ -181,7 +181,8 @@ def start_live_server(tmp_path: Path, **overrides: Any) -> LiveServer:
     settings = make_settings(tmp_path, issuer=url, **overrides)
     runtime = build_runtime(settings)
     app = create_app(settings, runtime=runtime)
-    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    # log_config=None: uvicorn's loggers propagate to the root, so the leak check sees them
+    config = uvicorn.Config(app, log_config=None, log_level="debug", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

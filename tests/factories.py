@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from authserver import clients
@@ -24,6 +25,13 @@ def leaked_secrets(log_text: str) -> list[str]:
 
 def issued_count() -> int:
     return len(_ISSUED)
+
+
+def basic_auth(client_id: str, secret: str) -> dict[str, str]:
+    """Headers of a client_secret_basic form POST."""
+    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"authorization": f"Basic {raw}",
+            "content-type": "application/x-www-form-urlencoded"}
 
 
 def create_client(runtime: Runtime, **spec: Any) -> tuple[ClientRecord, str | None]:

@@ -3,7 +3,6 @@ is seen on the next poll, on every store."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,7 @@ from tests.conftest import make_settings, running_app
 pytestmark = pytest.mark.anyio
 
 
-def basic(client_id: str, secret: str) -> dict[str, str]:
-    return {"authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()}
+basic = factories.basic_auth
 
 
 async def test_change_by_another_process_reaches_the_cache(
@@ -46,7 +44,12 @@ async def test_change_by_another_process_reaches_the_cache(
         other.dispose()
         factories.remember(new_secret)
 
-        # before the poll the cache still holds the old record; one poll applies the change
+        # before the poll the cache still holds the old record (the old secret still works)
+        stale = await h.http.post("/token", data=form, headers=basic(record.client_id, secret))
+        assert stale.status_code == 200
+        factories.remember(stale.json()["access_token"])
+        assert stale.json()["scope"] == "read write"
+        # one poll applies the change
         assert h.runtime.poll_events() == 2
         old = await h.http.post("/token", data=form, headers=basic(record.client_id, secret))
         assert old.status_code == 401
@@ -68,3 +71,47 @@ async def test_unknown_client_is_cached_until_it_is_created(harness: object) -> 
     assert rt.cache.get("cli_future") is None  # negative entry
     rt.cache.invalidate(["cli_future"])
     assert rt.cache.get("cli_future") is rt.cache.MISSING
+
+
+async def test_event_bursts_larger_than_a_page_are_all_seen(
+    tmp_path: Path, database_url: str
+) -> None:
+    from authserver import events
+
+    migrator = Database(database_url)
+    migrator.migrate()
+    migrator.dispose()
+    settings = make_settings(tmp_path, database_url=database_url)
+    async with running_app(settings) as h:
+        now = h.runtime.clock.now()
+        with h.runtime.db.session() as session:
+            for i in range(2500):
+                events.record(session, "client.updated", f"cli_bulk{i}", now)
+            events.record(session, "client.disabled", "cli_last", now)
+        fresh = h.runtime.read_new_events()
+        assert len(fresh) == 2501
+        assert fresh[-1].subject == "cli_last"
+        assert h.runtime.read_new_events() == []
+        # a NUL byte never reaches the store (PostgreSQL would refuse it with an error)
+        response = await h.http.post("/token", data={
+            "grant_type": "client_credentials", "client_id": "cli_\x00x", "client_secret": "x"})
+        assert response.status_code == 401
+
+
+async def test_unreadable_event_log_drops_the_cache_after_the_staleness_bound(
+    tmp_path: Path,
+) -> None:
+    from authserver.clock import FakeClock
+
+    clock = FakeClock()
+    settings = make_settings(tmp_path, cache={"max_staleness": 5.0})
+    async with running_app(settings, clock) as h:
+        record, _ = factories.create_client(h.runtime)
+        found = await h.runtime.tokens.clients.get(record.client_id)
+        assert found is not None
+        clock.advance(3)
+        h.runtime.poll_failed()  # within the bound: cached clients keep working
+        assert h.runtime.cache.get(record.client_id) is found
+        clock.advance(3)
+        h.runtime.poll_failed()  # past it: dropped, the next lookup asks the store
+        assert h.runtime.cache.get(record.client_id) is h.runtime.cache.MISSING

@@ -158,3 +158,38 @@ async def test_a_get_never_creates_keys(tmp_path: Path) -> None:
         response = await h.http.post("/token", data={"grant_type": "client_credentials"})
         assert response.status_code == 401  # authentication comes first
     assert not list(tmp_path.glob("keys/*.json"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update({"authserver": {}}), "created_at"),
+        (lambda d: d["authserver"].update({"activate_at": "soon"}), "number"),
+        (lambda d: d.update({"alg": "ES256"}), "does not fit"),
+        (lambda d: d.pop("d"), "not a private key"),
+        (lambda d: d.update({"n": "AQAB"}), "private JWK"),
+    ],
+)
+def test_defective_key_files_are_refused_with_the_file_named(
+    tmp_path: Path, change: object, message: str
+) -> None:
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer("RS256", T0)
+    assert key is not None
+    path = tmp_path / "keys" / f"{key.kid}.json"
+    data = json.loads(path.read_text())
+    change(data)  # type: ignore[operator]
+    path.write_text(json.dumps(data))
+    with pytest.raises(KeyFileError, match=message):
+        ring(tmp_path).load(T0)
+
+
+def test_a_shorter_lifetime_later_does_not_unpublish_early(tmp_path: Path) -> None:
+    long_ring = Keyring(tmp_path / "keys", 86400)
+    old = long_ring.ensure_signer("RS256", T0)
+    assert old is not None
+    new = long_ring.rotate("RS256", T0 + 1, 0)
+    short_ring = Keyring(tmp_path / "keys", 3600)  # lifetime lowered, server restarted
+    short_ring.load(T0 + 2)
+    assert old.kid in published_kids(short_ring, T0 + 1 + 3600 + PUBLISH_MARGIN + 10)
+    assert published_kids(short_ring, T0 + 1 + 86400 + PUBLISH_MARGIN) == {new.kid}

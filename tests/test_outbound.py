@@ -76,3 +76,53 @@ async def test_redirects_size_and_content_are_checked() -> None:
             assert web.hits["/ok"] == 1  # cached (min_cache_seconds applies)
         finally:
             await fetcher.aclose()
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::a9fe:a9fe", "64:ff9b:1::a00:1", "2002:7f00:1::", "::7f00:1", "::ffff:0:7f00:1",
+     "fec0::1", "2001:0:4136:e378::1"],
+)
+def test_ipv6_spellings_of_private_ipv4_are_refused(address: str) -> None:
+    assert not address_allowed(ipaddress.ip_address(address), loopback=False)
+
+
+def test_global_ipv6_is_allowed() -> None:
+    assert address_allowed(ipaddress.ip_address("2606:4700::1111"), loopback=False)
+
+
+async def test_total_timeout_and_failure_cache() -> None:
+    import socket
+    import threading
+    import time
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+        while not stop.wait(0.3):
+            try:
+                conn.sendall(b" ")
+            except OSError:
+                break
+        conn.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    clock = FakeClock()
+    fetcher = JsonFetcher(OutboundSettings(allow_loopback_http=True, timeout=1.0), clock)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/jwks"
+    started = time.monotonic()
+    with pytest.raises(OutboundError, match="timed out"):
+        await fetcher.get(url)
+    assert time.monotonic() - started < 3  # the whole fetch, not each read
+    with pytest.raises(OutboundError, match="timed out"):
+        await fetcher.get(url)  # answered from the failure cache, no new connection
+    stop.set()
+    server.close()
+    thread.join(timeout=5)

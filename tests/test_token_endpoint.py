@@ -16,9 +16,7 @@ pytestmark = pytest.mark.anyio
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
 
-def basic(client_id: str, secret: str) -> dict[str, str]:
-    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-    return {"authorization": f"Basic {raw}", **FORM}
+basic = factories.basic_auth
 
 
 async def jwks(h: AppHarness) -> KeySet:
@@ -327,3 +325,83 @@ async def test_store_down_is_503_temporarily_unavailable(harness: AppHarness) ->
     ok = await token(harness, {"grant_type": "client_credentials"},
                      basic(client.client_id, secret))
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "status", "error"),
+    [
+        ({"grant_type": "client_credentials"}, {"authorization": b"Basic \xe9t\xe9"}, 401,
+         "invalid_client"),
+        ({"grant_type": "client_credentials", "client_id": "cli_\x00x", "client_secret": "x"},
+         {}, 401, "invalid_client"),
+        ({"grant_type": "client_credentials", "client_id": "c" * 5000, "client_secret": "x"},
+         {}, 401, "invalid_client"),
+        ({"grant_type": "client_credentials", "client_id": "cli_\u202ex", "client_secret": "x"},
+         {}, 401, "invalid_client"),
+        ({"grant_type": "gr\u00e4nt\"\\"}, {}, 401, "invalid_client"),
+    ],
+)
+async def test_hostile_input_gets_4xx(harness: AppHarness, data: Any, headers: dict[str, Any],
+                                      status: int, error: str) -> None:
+    response = await harness.http.post("/token", data=data, headers=headers)
+    assert response.status_code == status
+    assert response.json()["error"] == error
+
+
+@pytest.mark.parametrize("resource", ["http://[::1", "https://a%EF%BC%83b/", "https://x:99999/",
+                                      "https://x.example/#f", "urn:x:y", " https://x.example"])
+async def test_malformed_resources_are_invalid_target(harness: AppHarness, resource: str) -> None:
+    client, secret = factories.create_client(harness.runtime)
+    assert secret is not None
+    response = await token(harness, {"grant_type": "client_credentials", "resource": resource},
+                           basic(client.client_id, secret))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_target"
+
+
+async def test_error_descriptions_keep_to_the_rfc_charset(harness: AppHarness) -> None:
+    client, secret = factories.create_client(harness.runtime)
+    assert secret is not None
+    response = await token(harness, {"grant_type": "client_credentials", "scope": "a\"b\\c"},
+                           basic(client.client_id, secret))
+    description = response.json()["error_description"]
+    assert all(0x20 <= ord(c) <= 0x7E and c not in "\"\\" for c in description)
+
+
+async def test_url_encoded_basic_credentials(harness: AppHarness) -> None:
+    from urllib.parse import quote
+
+    client, secret = factories.create_client(harness.runtime)
+    assert secret is not None
+    encoded_id = "".join(f"%{b:02X}" for b in client.client_id.encode())
+    response = await token(harness, {"grant_type": "client_credentials"},
+                           basic(encoded_id, quote(secret, safe="")))
+    assert response.status_code == 200
+
+
+async def test_several_resources_give_an_audience_list(tmp_path: Any) -> None:
+    one, two = "https://a.example", "https://b.example"
+    settings = make_settings(tmp_path, resources=[{"identifier": one, "scopes": ["read", "x"]},
+                                                  {"identifier": two, "scopes": ["read"]}])
+    async with running_app(settings) as h:
+        client, secret = factories.create_client(h.runtime, scopes=["read", "x"],
+                                                 resources=[one, two])
+        assert secret is not None
+        body = f"grant_type=client_credentials&resource={one}&resource={two}&resource={one}"
+        response = await token(h, body, basic(client.client_id, secret))
+        assert response.status_code == 200
+        claims = jwt.decode(response.json()["access_token"], await jwks(h)).claims
+        assert claims["aud"] == [one, two]
+        assert claims["scope"] == "read"  # what every named resource accepts
+
+
+async def test_scope_flagged_api_key_only_later_is_not_granted(tmp_path: Any) -> None:
+    async with running_app(make_settings(tmp_path)) as h:
+        client, secret = factories.create_client(h.runtime, scopes=["portal-provision", "read"])
+    flagged = make_settings(tmp_path, scopes=[{"name": "portal-provision", "api_key_only": True}])
+    async with running_app(flagged) as h:
+        assert secret is not None
+        response = await token(h, {"grant_type": "client_credentials"},
+                               basic(client.client_id, secret))
+        assert response.status_code == 200
+        assert response.json()["scope"] == "read"

@@ -50,6 +50,14 @@ async def test_protected_resource_metadata(harness: AppHarness) -> None:
     doc = (await harness.http.get("/.well-known/oauth-protected-resource")).json()
     assert doc["resource"] == harness.settings.issuer
     assert doc["authorization_servers"] == [harness.settings.issuer]
+    # every URL it names answers, and each authorization server publishes its metadata
+    for server in doc["authorization_servers"]:
+        path = server.removeprefix(harness.settings.issuer)
+        metadata = await harness.http.get(path + "/.well-known/oauth-authorization-server")
+        assert metadata.status_code == 200
+        assert metadata.json()["issuer"] == server
+    assert not [v for v in doc.values() if isinstance(v, str) and v.startswith("http")
+                and v != doc["resource"]]
 
 
 async def test_scopes_supported_hides_api_key_only_scopes(tmp_path: Path) -> None:
