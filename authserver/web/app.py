@@ -27,15 +27,16 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints, lifespan: Lifespan | None = None
 ) -> Starlette:
+    # Starlette tries routes in order (a regex match each): the two hot ones first.
     routes = [
+        Route("/token", oauth.token, methods=["POST"]),
+        Route(JWKS_PATH, wellknown.jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", wellknown.authorization_server,
               methods=["GET"]),
         Route("/.well-known/openid-configuration", wellknown.authorization_server,
               methods=["GET"]),
         Route("/.well-known/oauth-protected-resource", wellknown.protected_resource,
               methods=["GET"]),
-        Route(JWKS_PATH, wellknown.jwks, methods=["GET"]),
-        Route("/token", oauth.token, methods=["POST"]),
         Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
     ]
     return Starlette(

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids need to be unique, not unpredictable: a random per-process prefix and a counter
-# cost nothing, where a getrandom() call per request was 16% of a JWKS request (bench/).
+# cost nothing, where secrets.token_hex(8) took 0.45 µs, about 1% of a JWKS request (bench/).
 _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNTER = itertools.count(1)
 
@@ -28,7 +28,8 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get("x-request-id")
+        incoming = next((value.decode("latin-1") for name, value in scope["headers"]
+                         if name == b"x-request-id"), None)
         if incoming and _SAFE_ID.match(incoming):
             rid = incoming
         else:

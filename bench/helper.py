@@ -1,0 +1,279 @@
+"""Helpers for bench/run.sh (stdlib plus the authserver virtualenv; talks only to 127.0.0.1).
+
+    helper.py freeport                    print a free TCP port on 127.0.0.1
+    helper.py config DIR PORT ALG         write DIR/authserver.toml (SQLite and keys in DIR)
+    helper.py basic CLIENT_JSON           print base64(client_id:client_secret) for Basic auth
+    helper.py wait PORT [SECONDS]         wait until the server answers the JWKS
+    helper.py check PORT BASIC ALG        get one token and verify it against the JWKS
+    helper.py summarize OUT_DIR           medians of the BENCH lines in OUT_DIR/*.jsonl
+    helper.py median FILE.jsonl           median req/s of one scenario (0 when absent)
+    helper.py machine                     nproc, CPU, Python and package versions (markdown)
+    helper.py profile RAW_FILE            categorise a `py-spy record -f raw` profile
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import socket
+import statistics
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+HOST = "127.0.0.1"
+
+# scenario -> (label, minimum req/s, maximum p99 in ms or None)
+TARGETS: dict[str, tuple[str, float | None, float | None]] = {
+    "token-RS256": ("POST /token, RS256", 2400, 15.0),
+    "token-ES256": ("POST /token, ES256", 6000, 8.0),
+    "jwks": ("GET /.well-known/jwks.json", 22000, None),
+    "baseline-static": ("reference: bare Starlette, static bytes", None, None),
+}
+
+
+def cmd_freeport() -> None:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        print(sock.getsockname()[1])
+
+
+def cmd_config(directory: str, port: str, alg: str) -> None:
+    root = Path(directory)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    (root / "authserver.toml").write_text(
+        f'issuer = "http://{HOST}:{int(port)}"\n'
+        f'data_dir = "{root / "data"}"\n'
+        f'keys_dir = "{root / "keys"}"\n'
+        "\n[logging]\n"
+        'level = "WARNING"\n'
+        "\n[signing]\n"
+        f'algorithm = "{alg}"\n',
+        encoding="utf-8",
+    )
+
+
+def cmd_basic(client_json: str) -> None:
+    data = json.loads(client_json)
+    # RFC 6749 §2.3.1 form-encodes both parts first; ids and secrets here are URL-safe already.
+    raw = f"{data['client_id']}:{data['client_secret']}".encode()
+    print(base64.b64encode(raw).decode())
+
+
+def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=timeout) as resp:
+        return resp.status, resp.read()
+
+
+def cmd_wait(port: str, seconds: str = "30") -> None:
+    deadline = time.monotonic() + float(seconds)
+    while time.monotonic() < deadline:
+        try:
+            status, _ = _get(int(port), "/.well-known/jwks.json", 1.0)
+            if status == 200:
+                return
+        except (TimeoutError, urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    sys.exit(f"server on port {port} did not become ready in {seconds} s")
+
+
+def cmd_check(port: str, basic: str, alg: str) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    req = urllib.request.Request(
+        f"http://{HOST}:{int(port)}/token", data=b"grant_type=client_credentials",
+        headers={"Authorization": f"Basic {basic}",
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        body = json.loads(resp.read())
+    _, jwks = _get(int(port), "/.well-known/jwks.json")
+    token = jwt.decode(body["access_token"], KeySet.import_key_set(json.loads(jwks)),
+                       algorithms=[alg])
+    if token.header.get("alg") != alg or token.header.get("typ") != "at+jwt":
+        sys.exit(f"unexpected token header {token.header}")
+    print(f"ok: {alg} token verified against the JWKS, scope={body.get('scope')!r}, "
+          f"{len(body['access_token'])} bytes")
+
+
+def _runs(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def cmd_summarize(out_dir: str) -> None:
+    rows = []
+    failed = False
+    for path in sorted(Path(out_dir).glob("*.jsonl")):
+        scenario = path.stem
+        runs = _runs(path)
+        if not runs:
+            continue
+        label, min_rps, max_p99 = TARGETS.get(scenario, (scenario, None, None))
+        rps = statistics.median(r["rps"] for r in runs)
+        p50 = statistics.median(r["lat_p50_us"] for r in runs) / 1000
+        p99 = statistics.median(r["lat_p99_us"] for r in runs) / 1000
+        bad = sum(r["non200"] + r["badbody"] + r["socket_errors"] + r["timeouts"] for r in runs)
+        total = sum(r["requests"] for r in runs)
+        verdicts = []
+        if min_rps is not None:
+            verdicts.append("met" if rps >= min_rps else "MISSED")
+        if max_p99 is not None:
+            verdicts.append("met" if p99 <= max_p99 else "MISSED")
+        if bad:
+            verdicts.append(f"{bad} FAILED RESPONSES")
+        failed = failed or "MISSED" in verdicts or bad > 0
+        target = " / ".join(t for t in (
+            f">= {min_rps:,.0f} req/s" if min_rps is not None else "",
+            f"p99 <= {max_p99:g} ms" if max_p99 is not None else "") if t) or "-"
+        spread = f"{min(r['rps'] for r in runs):,.0f}-{max(r['rps'] for r in runs):,.0f}"
+        rows.append(f"| {label} | {rps:,.0f} | {spread} | {p50:.2f} | {p99:.2f} | "
+                    f"{len(runs)} | {total:,} / {bad} | {target} | {', '.join(verdicts) or '-'} |")
+    print("| scenario | req/s (median) | req/s (min-max) | p50 ms | p99 ms | runs | "
+          "requests / non-200 or errors | target | verdict |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+    print("\n".join(rows))
+    if failed:
+        print("\nAt least one target was missed or a response failed (see verdict).")
+
+
+def cmd_median(path: str) -> None:
+    file = Path(path)
+    runs = _runs(file) if file.exists() else []
+    print(f"{statistics.median(r['rps'] for r in runs):.1f}" if runs else "0")
+
+
+def cmd_machine() -> None:
+    import os
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    packages = []
+    for name in ("authserver", "starlette", "uvicorn", "uvloop", "httptools", "joserfc",
+                 "cryptography", "orjson", "sqlalchemy", "pydantic"):
+        try:
+            packages.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            packages.append(f"{name} (not installed)")
+    print(f"- nproc: {os.cpu_count()}; CPU: {cpu}")
+    print(f"- kernel: {platform.release()}")
+    print(f"- Python: {platform.python_implementation()} {platform.python_version()}")
+    print(f"- packages: {', '.join(packages)}")
+
+
+# -- profile ------------------------------------------------------------------------------------
+
+# Stack frames are walked from the leaf up; the first rule that matches names the category.
+# Frames of modules listed in PASS_THROUGH are charged to their caller.
+PASS_THROUGH = ("base64.py", "<frozen abc>", "<string>", "_collections_abc", "typing.py",
+                "enum.py", "copy.py", "functools.py", "dataclasses.py", "contextlib.py",
+                "re/__init__.py", "urllib/parse.py", "hmac.py", "hashlib.py")
+CATEGORIES: tuple[tuple[str, Callable[[str, str], bool]], ...] = (
+    # (category, predicate on (function, file))
+    ("signing: RSA/ECDSA in OpenSSL (cryptography)",
+     lambda fn, f: ("jws_algs.py" in f and fn.endswith(".sign")) or "cryptography/" in f),
+    ("os.urandom (jti, request id)", lambda fn, f: f.endswith(("random.py", "secrets.py"))),
+    ("JSON (stdlib json, in joserfc)", lambda fn, f: "json/" in f),
+    ("joserfc: JWT/JWS assembly (headers, base64url, registry checks)",
+     lambda fn, f: "joserfc/" in f),
+    ("form parsing and body read (authserver.web.forms)", lambda fn, f: "web/forms.py" in f),
+    ("authserver: request id middleware", lambda fn, f: "web/middleware.py" in f),
+    ("authserver: other (endpoint, token service, client auth, keyring, tokens)",
+     lambda fn, f: "authserver/" in f),
+    ("Starlette (middleware stack, routing, Request/Response)",
+     lambda fn, f: "starlette/" in f),
+    ("uvicorn (httptools protocol, transport writes)", lambda fn, f: "uvicorn/" in f),
+    ("uvloop native (epoll, socket syscalls, httptools parser)",
+     lambda fn, f: fn == "Runner.run" and f.endswith("asyncio/runners.py")),
+    ("anyio", lambda fn, f: "anyio/" in f),
+)
+IDLE_LEAVES = ("Condition.wait", "Thread.join", "Event.wait", "Queue.get", "select", "poll")
+# (function, file substring) whose inclusive share is reported
+INCLUSIVE = (
+    ("HttpToolsProtocol.data_received", "uvicorn/"), ("RequestResponseCycle.send", "uvicorn/"),
+    ("RequestIdMiddleware.__call__", "authserver/"), ("Router.__call__", "starlette/"),
+    ("OAuthEndpoints.token", "authserver/"), ("read_body", "authserver/"),
+    ("parse_form", "authserver/"), ("TokenService.issue", "authserver/"),
+    ("extract_credentials", "authserver/"), ("ClientAuthenticator.authenticate", "authserver/"),
+    ("mint_access_token", "authserver/"), ("SigningKey.sign", "authserver/"),
+    ("encode", "joserfc/jwt.py"), ("WellKnown.jwks", "authserver/"),
+    ("Response.__init__", "starlette/"),
+)
+
+
+def _frame(text: str) -> tuple[str, str]:
+    name, _, where = text.strip().rpartition(" (")
+    return name, where.rstrip(")").rpartition(":")[0]
+
+
+def cmd_profile(raw_file: str) -> None:
+    samples: list[tuple[list[tuple[str, str]], int]] = []
+    idle = 0
+    for line in Path(raw_file).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [_frame(f) for f in stack.split(";") if f.strip()]
+        if not frames:
+            continue
+        if frames[-1][0].startswith(IDLE_LEAVES) or frames[0][0] == "Thread._bootstrap":
+            idle += int(count)  # worker threads parked, or the event-poll thread
+            continue
+        samples.append((frames, int(count)))
+    total = sum(n for _, n in samples)
+    if not total:
+        sys.exit("no samples")
+    by_category: collections.Counter[str] = collections.Counter()
+    self_time: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    for frames, n in samples:
+        leaf = frames[-1]
+        self_time[f"{leaf[0]} ({leaf[1].split('site-packages/')[-1]})"] += n
+        for name, where in INCLUSIVE:
+            if any(fn == name and where in f for fn, f in frames):
+                inclusive[f"{name} ({where.rstrip('/')})"] += n
+        category = None
+        for fn, f in reversed(frames):
+            if f.endswith(PASS_THROUGH):
+                continue
+            category = next((c for c, test in CATEGORIES if test(fn, f)), None)
+            if category is None:
+                category = f"other: {f.split('site-packages/')[-1]}"
+            break
+        by_category[category or "other"] += n
+    print(f"{total} samples of the event-loop thread ({idle} samples of other/idle threads "
+          "left out). py-spy stops the process to sample and, on this kind of VM, over-weights "
+          "frames that just made a system call (os.urandom, transport.write, the bare event "
+          "loop); the in-process budget and perf are the better guide to those.\n")
+    print("| where the time goes (by innermost frame) | share |\n|---|---:|")
+    for category, n in by_category.most_common():
+        print(f"| {category} | {100 * n / total:.1f}% |")
+    print("\n| inclusive (function and everything it calls) | share |\n|---|---:|")
+    for name, n in inclusive.most_common():
+        print(f"| `{name}` | {100 * n / total:.1f}% |")
+    print("\n| top self time (innermost frame) | share |\n|---|---:|")
+    for name, n in self_time.most_common(15):
+        print(f"| `{name}` | {100 * n / total:.1f}% |")
+
+
+def main() -> None:
+    commands: dict[str, Callable[..., None]] = {
+        "freeport": cmd_freeport, "median": cmd_median, "machine": cmd_machine,
+        "config": cmd_config, "basic": cmd_basic, "wait": cmd_wait, "check": cmd_check,
+        "summarize": cmd_summarize, "profile": cmd_profile,
+    }
+    if len(sys.argv) < 2 or sys.argv[1] not in commands:
+        sys.exit(__doc__)
+    commands[sys.argv[1]](*sys.argv[2:])
+
+
+if __name__ == "__main__":
+    main()

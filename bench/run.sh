@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# authserver benchmark: token endpoint (RS256, ES256) and JWKS under wrk, plus profiles.
+# Run by hand, not by CI:  bash bench/run.sh      (see bench/README.md)
+#
+# The server runs pinned to one core (SERVER_CPU), wrk and the profilers to another (LOAD_CPU).
+# Everything listens on and talks to 127.0.0.1 only. Temporary data (config, SQLite, keys) lives
+# in a mktemp directory that is removed on exit, with the server processes.
+#
+# Knobs (environment): RUNS=5 DURATION=10 WARMUP=5 CONNECTIONS=16 SERVER_CPU=0 LOAD_CPU=1
+#                      PROFILE=1 (py-spy and perf profiles if installed; 0 skips)
+#                      PROFILE_SECONDS=8 BASELINE=1 (bare-Starlette reference run; 0 skips)
+#                      PYTHON=/path/to/venv/bin/python (else $VIRTUAL_ENV, ./.venv, python3)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+# Measure the authserver of the tree this script lives in, whatever is installed.
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+cd "$ROOT"
+RUNS=${RUNS:-5}
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-5}
+CONNECTIONS=${CONNECTIONS:-16}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PROFILE=${PROFILE:-1}
+PROFILE_SECONDS=${PROFILE_SECONDS:-8}
+BASELINE=${BASELINE:-1}
+
+die() { echo "bench: $*" >&2; exit 2; }
+
+# -- which Python: one with authserver's dependencies and the uvicorn extras --------------------
+find_python() {
+  local candidate
+  for candidate in "${PYTHON:-}" "${VIRTUAL_ENV:+$VIRTUAL_ENV/bin/python}" \
+                   "$ROOT/.venv/bin/python" "$(command -v python3 || true)"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    if "$candidate" -c 'import authserver, uvicorn, uvloop, httptools, starlette' 2>/dev/null
+    then echo "$candidate"; return 0; fi
+  done
+  return 1
+}
+PY=$(find_python) || die "no Python with authserver installed; set PYTHON=/path/to/venv/bin/python"
+command -v wrk >/dev/null || die "wrk is missing (Debian/Ubuntu: apt-get install -y wrk)"
+command -v taskset >/dev/null || die "taskset is missing (util-linux)"
+[ "$(nproc)" -ge 2 ] || die "needs at least 2 CPUs (server and load generator on separate cores)"
+PYSPY=$(dirname "$PY")/py-spy
+[ -x "$PYSPY" ] || PYSPY=$(command -v py-spy || true)
+PERF=$(command -v perf || true)
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT="$HERE/out/$STAMP"
+mkdir -p "$OUT"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/authserver-bench.XXXXXX")
+SERVER_PID=""
+
+stop_server() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=""
+}
+cleanup() {
+  local status=$?
+  stop_server
+  # wrk and profilers started in the background by this script (never anything else)
+  local job
+  for job in $(jobs -p); do kill -TERM "$job" 2>/dev/null || true; done
+  rm -rf "$TMP"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" >&2; }
+helper() { "$PY" "$HERE/helper.py" "$@"; }
+
+# start_server NAME ALG: config, one client, the server on SERVER_CPU; sets PORT and BASIC
+start_server() {
+  local name=$1 alg=$2 dir="$TMP/$1"
+  PORT=$(helper freeport)
+  helper config "$dir" "$PORT" "$alg"
+  local client
+  client=$("$PY" -m authserver.cli --config "$dir/authserver.toml" --json \
+           clients create --name bench --scope "read write")
+  BASIC=$(helper basic "$client")
+  log "$name: server on 127.0.0.1:$PORT (core $SERVER_CPU), $alg, data in $dir"
+  taskset -c "$SERVER_CPU" "$PY" "$HERE/serve.py" --config "$dir/authserver.toml" \
+    --port "$PORT" >"$OUT/$name.server.log" 2>&1 &
+  SERVER_PID=$!
+  helper wait "$PORT" 30
+  helper check "$PORT" "$BASIC" "$alg" | tee -a "$OUT/checks.txt" >&2
+}
+
+# wrk_once SECONDS PATH [BASIC] [EXPECT] -> wrk's output on stdout
+wrk_once() {
+  local seconds=$1 path=$2 basic=${3:-} expect=${4:-}
+  BENCH_BASIC="$basic" BENCH_EXPECT="$expect" taskset -c "$LOAD_CPU" \
+    wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$HERE/wrk.lua" \
+    "http://127.0.0.1:$PORT$path"
+}
+
+# measure SCENARIO PATH [BASIC] [EXPECT]: warm-up, then RUNS runs into OUT/SCENARIO.jsonl
+measure() {
+  local scenario=$1; shift
+  log "$scenario: warm-up ${WARMUP}s"
+  wrk_once "$WARMUP" "$@" >"$OUT/$scenario.warmup.txt"
+  : >"$OUT/$scenario.jsonl"
+  local i line
+  for i in $(seq "$RUNS"); do
+    wrk_once "$DURATION" "$@" >"$OUT/$scenario.run$i.txt"
+    line=$(sed -n 's/^BENCH //p' "$OUT/$scenario.run$i.txt")
+    [ -n "$line" ] || die "$scenario run $i: no result line (see $OUT/$scenario.run$i.txt)"
+    echo "$line" >>"$OUT/$scenario.jsonl"
+    log "$scenario run $i/$RUNS: $line"
+  done
+}
+
+# profile SCENARIO PATH [BASIC] [EXPECT]: py-spy (Python stacks) and perf (native, by DSO)
+profile() {
+  [ "$PROFILE" = 1 ] || return 0
+  local scenario=$1; shift
+  if [ -n "$PYSPY" ]; then
+    log "$scenario: py-spy record ${PROFILE_SECONDS}s under load"
+    wrk_once $((PROFILE_SECONDS + 3)) "$@" >"$OUT/$scenario.pyspy-load.txt" &
+    local load=$!
+    sleep 1
+    if taskset -c "$LOAD_CPU" "$PYSPY" record --pid "$SERVER_PID" --duration "$PROFILE_SECONDS" \
+         --rate 250 --format raw --output "$OUT/$scenario.pyspy.txt" >/dev/null 2>&1; then
+      helper profile "$OUT/$scenario.pyspy.txt" >"$OUT/$scenario.pyspy-summary.md"
+    else
+      echo "py-spy failed (needs ptrace permission)" >"$OUT/$scenario.pyspy-summary.md"
+    fi
+    wait "$load" || true
+  fi
+  if [ -n "$PERF" ]; then
+    log "$scenario: perf record ${PROFILE_SECONDS}s under load"
+    wrk_once $((PROFILE_SECONDS + 3)) "$@" >"$OUT/$scenario.perf-load.txt" &
+    local load=$!
+    sleep 1
+    if taskset -c "$LOAD_CPU" "$PERF" record -F 999 -p "$SERVER_PID" -o "$TMP/perf.data" \
+         -- sleep "$PROFILE_SECONDS" >/dev/null 2>&1; then
+      "$PERF" report -i "$TMP/perf.data" --sort dso --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -12 >"$OUT/$scenario.perf-dso.txt" || true
+      "$PERF" report -i "$TMP/perf.data" --sort dso,sym --stdio 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -30 >"$OUT/$scenario.perf-sym.txt" || true
+    else
+      echo "perf failed (perf_event_paranoid?)" >"$OUT/$scenario.perf-dso.txt"
+    fi
+    wait "$load" || true
+  fi
+}
+
+{
+  echo "# authserver benchmark $STAMP"
+  echo
+  helper machine
+  echo "- wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo "- command: \`RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS" \
+       "bash bench/run.sh\` (server on core $SERVER_CPU, wrk -t1 -c$CONNECTIONS on core $LOAD_CPU)"
+  echo "- authserver from: $ROOT, git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null ||
+        echo "${BENCH_REVISION:-unknown (set BENCH_REVISION)}")$(
+        [ -d "$ROOT/.git" ] && ! git -C "$ROOT" diff --quiet HEAD -- authserver 2>/dev/null &&
+        echo ' + uncommitted changes in authserver/')"
+} >"$OUT/machine.md"
+
+# -- RS256: token endpoint, JWKS -----------------------------------------------------------------
+start_server RS256 RS256
+RS_BASIC=$BASIC
+curl_jwks() { "$PY" -c 'import sys, urllib.request as u; sys.stdout.buffer.write(
+  u.urlopen(f"http://127.0.0.1:{sys.argv[1]}/.well-known/jwks.json", timeout=5).read())' "$1"; }
+curl_jwks "$PORT" >"$TMP/jwks.json"
+measure token-RS256 /token "$BASIC" '"access_token"'
+measure jwks /.well-known/jwks.json "" '"keys"'
+profile token-RS256 /token "$BASIC" '"access_token"'
+profile jwks /.well-known/jwks.json "" '"keys"'
+stop_server
+
+# -- ES256: token endpoint -----------------------------------------------------------------------
+start_server ES256 ES256
+ES_BASIC=$BASIC
+measure token-ES256 /token "$BASIC" '"access_token"'
+profile token-ES256 /token "$BASIC" '"access_token"'
+stop_server
+
+# -- reference: bare Starlette serving the same JWKS bytes ---------------------------------------
+if [ "$BASELINE" = 1 ]; then
+  PORT=$(helper freeport)
+  log "baseline-static: bare Starlette on 127.0.0.1:$PORT (core $SERVER_CPU)"
+  taskset -c "$SERVER_CPU" "$PY" "$HERE/serve.py" --static "$TMP/jwks.json" --port "$PORT" \
+    >"$OUT/baseline.server.log" 2>&1 &
+  SERVER_PID=$!
+  helper wait "$PORT" 30
+  measure baseline-static /.well-known/jwks.json "" '"keys"'
+  stop_server
+fi
+
+# -- in-process layer costs (no server running; pinned to the server core) ---------------------
+log "in-process layer costs"
+for alg in RS256 ES256; do
+  basic=$RS_BASIC; [ "$alg" = ES256 ] && basic=$ES_BASIC
+  taskset -c "$SERVER_CPU" "$PY" "$HERE/components.py" --config "$TMP/$alg/authserver.toml" \
+    --basic "$basic" --rps-token "$(helper median "$OUT/token-$alg.jsonl")" \
+    --rps-jwks "$(helper median "$OUT/jwks.jsonl")" >"$OUT/components-$alg.md"
+done
+
+# -- summary -------------------------------------------------------------------------------------
+{
+  cat "$OUT/machine.md"
+  echo
+  echo "## Medians of $RUNS × ${DURATION}s runs (after a ${WARMUP}s warm-up), $CONNECTIONS connections"
+  echo
+  helper summarize "$OUT"
+  for alg in RS256 ES256; do
+    echo; echo "## In-process layer costs, $alg key"; echo
+    cat "$OUT/components-$alg.md"
+  done
+  for scenario in token-RS256 token-ES256 jwks; do
+    if [ -f "$OUT/$scenario.pyspy-summary.md" ]; then
+      echo; echo "## py-spy profile: $scenario"; echo
+      cat "$OUT/$scenario.pyspy-summary.md"
+    fi
+    if [ -f "$OUT/$scenario.perf-dso.txt" ]; then
+      echo; echo "## perf, share of server-core samples by library: $scenario"; echo
+      echo '```'; cat "$OUT/$scenario.perf-dso.txt"; echo '```'
+    fi
+  done
+} >"$OUT/summary.md"
+cat "$OUT/summary.md"
+log "results in $OUT/summary.md"
