@@ -172,15 +172,16 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
-def start_live_server(tmp_path: Path, **overrides: Any) -> LiveServer:
-    """uvicorn on 127.0.0.1 with an ephemeral port; the issuer is that exact URL."""
+def bind_loopback() -> tuple[socket.socket, str]:
+    """A socket on 127.0.0.1 with an ephemeral port, and its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = make_settings(tmp_path, issuer=url, **overrides)
-    runtime = build_runtime(settings)
-    app = create_app(settings, runtime=runtime)
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def serve_in_thread(app: Any, sock: socket.socket) -> tuple[uvicorn.Server, threading.Thread]:
+    """Run `app` under uvicorn on `sock` in a daemon thread; returns once it is serving."""
     # log_config=None: uvicorn's loggers propagate to the root, so the leak check sees them
     config = uvicorn.Config(app, log_config=None, log_level="debug", lifespan="on")
     server = uvicorn.Server(config)
@@ -189,8 +190,17 @@ def start_live_server(tmp_path: Path, **overrides: Any) -> LiveServer:
     deadline = time.monotonic() + 15
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("live server did not start")
+            raise RuntimeError("server did not start")
         time.sleep(0.02)
+    return server, thread
+
+
+def start_live_server(tmp_path: Path, **overrides: Any) -> LiveServer:
+    """authserver under uvicorn on 127.0.0.1, ephemeral port; the issuer is that exact URL."""
+    sock, url = bind_loopback()
+    settings = make_settings(tmp_path, issuer=url, **overrides)
+    runtime = build_runtime(settings)
+    server, thread = serve_in_thread(create_app(settings, runtime=runtime), sock)
     return LiveServer(url, runtime, server, thread)
 
 

@@ -18,12 +18,19 @@ pytestmark = pytest.mark.anyio
 basic = factories.basic_auth
 
 
-async def test_change_by_another_process_reaches_the_cache(
-    tmp_path: Path, database_url: str
-) -> None:
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """A database on the current schema (`serve` would refuse PostgreSQL otherwise)."""
     migrator = Database(database_url)
     migrator.migrate()
     migrator.dispose()
+    return database_url
+
+
+async def test_change_by_another_process_reaches_the_cache(
+    tmp_path: Path, migrated_url: str
+) -> None:
+    database_url = migrated_url
     settings = make_settings(tmp_path, database_url=database_url)
     async with running_app(settings) as h:
         record, secret = factories.create_client(h.runtime, scopes=["read", "write"])
@@ -74,13 +81,11 @@ async def test_unknown_client_is_cached_until_it_is_created(harness: object) -> 
 
 
 async def test_event_bursts_larger_than_a_page_are_all_seen(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, migrated_url: str
 ) -> None:
+    database_url = migrated_url
     from authserver import events
 
-    migrator = Database(database_url)
-    migrator.migrate()
-    migrator.dispose()
     settings = make_settings(tmp_path, database_url=database_url)
     async with running_app(settings) as h:
         now = h.runtime.clock.now()

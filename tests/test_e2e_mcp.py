@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +34,12 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests import factories
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import LiveServer, bind_loopback, serve_in_thread, start_live_server
 
 TOOL_SCOPE = "mcp:tools"
 # What the MCP server advertises in its RFC 9728 metadata, so what the SDK asks for: more than
 # authserver lets this client have for this resource. Policy "intersect" grants the subset.
 ADVERTISED_SCOPES = [TOOL_SCOPE, "mcp:admin"]
-
-
-def _bind() -> tuple[socket.socket, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @dataclass
@@ -147,16 +139,7 @@ class McpServer:
 
 def start_mcp_server(sock: socket.socket, url: str, issuer: str) -> McpServer:
     verifier = JwksTokenVerifier(issuer=issuer, audience=url + "/mcp")
-    config = uvicorn.Config(build_mcp_app(url, issuer, verifier), log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("MCP server did not start")
-        time.sleep(0.02)
+    server, thread = serve_in_thread(build_mcp_app(url, issuer, verifier), sock)
     return McpServer(url, verifier, server, thread)
 
 
@@ -191,7 +174,7 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     """authserver, configured with the MCP server as a resource, and the MCP server."""
-    sock, url = _bind()  # the MCP server's address first: authserver's settings name it
+    sock, url = bind_loopback()  # the MCP server's address first: authserver's settings name it
     mcp_url = url + "/mcp"
     try:
         live = start_live_server(
