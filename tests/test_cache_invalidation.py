@@ -120,3 +120,31 @@ async def test_unreadable_event_log_drops_the_cache_after_the_staleness_bound(
         clock.advance(3)
         h.runtime.poll_failed()  # past it: dropped, the next lookup asks the store
         assert h.runtime.cache.get(record.client_id) is h.runtime.cache.MISSING
+
+
+async def test_concurrent_misses_of_one_client_share_one_read(tmp_path: Path) -> None:
+    import anyio
+
+    async with running_app(make_settings(tmp_path)) as h:
+        record, _ = factories.create_client(h.runtime)
+        directory = h.runtime.tokens.clients
+        reads: list[str] = []
+        real_load = directory._load
+
+        def counting_load(client_id: str) -> object:
+            reads.append(client_id)
+            return real_load(client_id)
+
+        directory._load = counting_load  # type: ignore[method-assign]
+        results: list[object] = []
+
+        async def lookup(client_id: str) -> None:
+            results.append(await directory.get(client_id))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(20):
+                tg.start_soon(lookup, record.client_id)
+                tg.start_soon(lookup, "cli_unknown")
+        assert sorted(reads) == sorted([record.client_id, "cli_unknown"])
+        assert sum(1 for r in results if r is None) == 20
+        assert sum(1 for r in results if r is not None) == 20
