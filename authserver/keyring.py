@@ -178,7 +178,11 @@ def _load_file(path: Path) -> SigningKey:
             retired_at=_time(meta, "retired_at"), token_lifetime=_time(meta, "token_lifetime"),
             key=key, public_jwk={**public, "kid": kid, "use": "sig", "alg": alg},
         )
-        loaded.sign({}, "check")  # a key that cannot sign must not become the signer
+        # A key must sign, and its signature must verify with the public members it publishes
+        # (an OKP file whose x does not belong to its d would otherwise load fine).
+        check = loaded.sign({}, "check")
+        public_key = JWKRegistry.import_key(dict(loaded.public_jwk))
+        jwt.decode(check, public_key, registry=_registry(alg))
     except (ValueError, KeyError, TypeError, AttributeError, JoseError) as exc:
         raise KeyFileError(f"{path} is not a private JWK written by authserver: {exc}") from exc
     if data.get("kid") != kid or path.stem != kid:
@@ -279,13 +283,29 @@ class Keyring:
     def load(self, now: float) -> bool:
         """Read the directory if it changed; True when the key set changed."""
         listing = self._listing()
-        if listing == self._fingerprint:
-            return False
-        keys = tuple(_load_file(self.directory / entry[0]) for entry in listing)
-        with self._lock:
-            self._keys, self._fingerprint = keys, listing
-            self._snapshot = compute_snapshot(keys, now, self.token_lifetime)
-        return True
+        changed = listing != self._fingerprint
+        if changed:
+            keys = tuple(_load_file(self.directory / entry[0]) for entry in listing)
+            with self._lock:
+                self._keys, self._fingerprint = keys, listing
+                self._snapshot = compute_snapshot(keys, now, self.token_lifetime)
+        if self._record_lifetime(now):
+            self.load(now)
+            return True
+        return changed
+
+    def _record_lifetime(self, now: float) -> bool:
+        """Write the current token lifetime into the files of keys that sign, or are scheduled
+        to, under a longer lifetime than their file records; True when a file was written."""
+        states = {v.kid: v.state for v in self.snapshot(now).views}
+        written = False
+        for key in self._keys:
+            if (key.activate_at is not None and states.get(key.kid) in ("active", "published")
+                    and (key.token_lifetime or 0.0) < self.token_lifetime):
+                updated = replace(key, token_lifetime=self.token_lifetime)
+                _write_private(self.directory / f"{key.kid}.json", _file_data(updated))
+                written = True
+        return written
 
     def snapshot(self, now: float) -> KeySnapshot:
         snap = self._snapshot

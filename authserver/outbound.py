@@ -110,8 +110,8 @@ class JsonFetcher:
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except OSError as exc:
-                raise OutboundError(f"cannot resolve {host}") from exc
+            except (OSError, UnicodeError, ValueError) as exc:  # UnicodeError: bad IDNA label
+                raise OutboundError("cannot resolve the host name") from exc
             candidates = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         if not candidates or not all(address_allowed(ip, loopback_ok) for ip in candidates):
             raise OutboundError(f"{host} resolves to an address that may not be fetched")

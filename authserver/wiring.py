@@ -67,9 +67,10 @@ class Runtime:
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
         self.last_poll_ok = self.clock.now()
 
-    def poll_failed(self) -> None:
-        """While the log cannot be read, cached clients may be stale: past the staleness bound
-        they are dropped, so lookups go to the store (and fail with 503 if it is down)."""
+    def enforce_staleness(self) -> None:
+        """While the log is not being read (a poll failing, or hanging), cached clients may be
+        stale: past the bound they are dropped, so lookups go to the store (503 if it is down).
+        Runs on its own loop, so a poll stuck in the database cannot hold it up."""
         if self.clock.now() - self.last_poll_ok > self.settings.cache.max_staleness:
             self.cache.clear()
 
@@ -136,11 +137,10 @@ def create_app(
             log.warning("no signing key is active: the token endpoint answers 503")
         await anyio.to_thread.run_sync(rt.start_position)
         async def follow_events() -> None:
-            try:
-                rt.apply_events(await anyio.to_thread.run_sync(rt.read_new_events))
-            except Exception:
-                rt.poll_failed()
-                raise
+            rt.apply_events(await anyio.to_thread.run_sync(rt.read_new_events))
+
+        async def watch_staleness() -> None:
+            rt.enforce_staleness()
 
         async def reload_keys() -> None:
             await anyio.to_thread.run_sync(lambda: rt.keyring.load(rt.clock.now()))
@@ -149,6 +149,8 @@ def create_app(
             tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
                           follow_events)
             tg.start_soon(_every, settings.signing.reload_interval, "key reload", reload_keys)
+            tg.start_soon(_every, settings.cache.event_poll_interval, "staleness check",
+                          watch_staleness)
             try:
                 yield
             finally:

@@ -115,10 +115,10 @@ async def test_unreadable_event_log_drops_the_cache_after_the_staleness_bound(
         found = await h.runtime.tokens.clients.get(record.client_id)
         assert found is not None
         clock.advance(3)
-        h.runtime.poll_failed()  # within the bound: cached clients keep working
+        h.runtime.enforce_staleness()  # within the bound: cached clients keep working
         assert h.runtime.cache.get(record.client_id) is found
         clock.advance(3)
-        h.runtime.poll_failed()  # past it: dropped, the next lookup asks the store
+        h.runtime.enforce_staleness()  # past it: dropped, the next lookup asks the store
         assert h.runtime.cache.get(record.client_id) is h.runtime.cache.MISSING
 
 
@@ -148,3 +148,71 @@ async def test_concurrent_misses_of_one_client_share_one_read(tmp_path: Path) ->
         assert sorted(reads) == sorted([record.client_id, "cli_unknown"])
         assert sum(1 for r in results if r is None) == 20
         assert sum(1 for r in results if r is not None) == 20
+
+
+async def test_a_hanging_poll_still_drops_the_cache_after_the_bound(tmp_path: Path) -> None:
+    import threading
+
+    import anyio
+
+    settings = make_settings(tmp_path, cache={"event_poll_interval": 0.1, "max_staleness": 0.5})
+    release = threading.Event()
+    async with running_app(settings) as h:
+        record, secret = factories.create_client(h.runtime)
+        assert secret is not None
+        form = {"grant_type": "client_credentials"}
+        ok = await h.http.post("/token", data=form, headers=basic(record.client_id, secret))
+        assert ok.status_code == 200
+        factories.remember(ok.json()["access_token"])
+        real_read = h.runtime.read_new_events
+
+        def stuck() -> list[object]:
+            release.wait(timeout=10)  # a poll stuck in the database
+            return []
+
+        h.runtime.read_new_events = stuck  # type: ignore[method-assign,assignment]
+        other = Database(settings.effective_database_url)
+        with other.session() as session:
+            clients.set_disabled(session, record.client_id, True, h.runtime.clock.now())
+        other.dispose()
+        await anyio.sleep(1.2)
+        refused = await h.http.post("/token", data=form, headers=basic(record.client_id, secret))
+        release.set()
+        h.runtime.read_new_events = real_read  # type: ignore[method-assign]
+        assert refused.status_code == 401
+
+
+async def test_a_failing_read_is_shared_not_queued(tmp_path: Path) -> None:
+    import time
+
+    import anyio
+    from sqlalchemy.exc import OperationalError
+
+    from authserver.errors import TemporarilyUnavailable
+
+    async with running_app(make_settings(tmp_path)) as h:
+        directory = h.runtime.tokens.clients
+        reads: list[float] = []
+
+        def failing(client_id: str) -> None:
+            reads.append(time.monotonic())
+            time.sleep(0.3)
+            raise OperationalError("select", {}, Exception("down"))
+
+        directory._load = failing  # type: ignore[method-assign,assignment]
+        outcomes: list[str] = []
+
+        async def lookup() -> None:
+            try:
+                await directory.get("cli_any")
+                outcomes.append("ok")
+            except TemporarilyUnavailable:
+                outcomes.append("503")
+
+        started = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for _ in range(8):
+                tg.start_soon(lookup)
+        assert outcomes == ["503"] * 8
+        assert len(reads) == 1
+        assert time.monotonic() - started < 1.0

@@ -193,3 +193,36 @@ def test_a_shorter_lifetime_later_does_not_unpublish_early(tmp_path: Path) -> No
     short_ring.load(T0 + 2)
     assert old.kid in published_kids(short_ring, T0 + 1 + 3600 + PUBLISH_MARGIN + 10)
     assert published_kids(short_ring, T0 + 1 + 86400 + PUBLISH_MARGIN) == {new.kid}
+
+
+def test_okp_file_whose_public_half_does_not_match_is_refused(tmp_path: Path) -> None:
+    from joserfc.jwk import OKPKey
+
+    keyring = ring(tmp_path)
+    key = keyring.ensure_signer("EdDSA", T0)
+    assert key is not None
+    path = tmp_path / "keys" / f"{key.kid}.json"
+    data = json.loads(path.read_text())
+    other = OKPKey.generate_key("Ed25519", private=True)
+    data["x"] = other.as_dict()["x"]  # someone else's public half, our private half
+    data["kid"] = OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": data["x"]}).thumbprint()
+    path.unlink()
+    new_path = tmp_path / "keys" / f"{data['kid']}.json"
+    new_path.write_text(json.dumps(data))
+    new_path.chmod(0o600)
+    with pytest.raises(KeyFileError):
+        ring(tmp_path).load(T0)
+
+
+def test_a_lifetime_raised_while_signing_is_written_down(tmp_path: Path) -> None:
+    short = Keyring(tmp_path / "keys", 3600)
+    old = short.ensure_signer("RS256", T0)
+    assert old is not None
+    long_ring = Keyring(tmp_path / "keys", 86400)  # restarted with a longer lifetime
+    long_ring.load(T0 + 1)
+    assert {k.kid: k.token_lifetime for k in long_ring.keys}[old.kid] == 86400
+    new = long_ring.rotate("RS256", T0 + 2, 0)
+    again_short = Keyring(tmp_path / "keys", 3600)  # and back: old tokens still live a day
+    again_short.load(T0 + 3)
+    assert old.kid in published_kids(again_short, T0 + 2 + 86400)
+    assert published_kids(again_short, T0 + 2 + 86400 + PUBLISH_MARGIN) == {new.kid}

@@ -126,3 +126,10 @@ async def test_total_timeout_and_failure_cache() -> None:
     stop.set()
     server.close()
     thread.join(timeout=5)
+
+
+@pytest.mark.parametrize("host", ["a" * 64 + ".example", "a..b.example"])
+async def test_malformed_host_names_are_refused(host: str) -> None:
+    fetcher = JsonFetcher(OutboundSettings(), FakeClock())
+    with pytest.raises(OutboundError, match="resolve"):
+        await fetcher.get(f"https://{host}/jwks")

@@ -71,6 +71,8 @@ async def test_registered_jwks_with_issuer_or_token_endpoint_audience(harness: A
         ({"exp": 1}, "expired"),
         ({"exp": "later"}, "exp is required"),
         ({"exp": float("nan")}, "exp is required"),
+        ({"exp": 10**400}, "exp is required"),
+        ({"nbf": 10**400, "exp": None}, "exp is required"),
         ({"lifetime": 3600}, "lifetime exceeds"),
         ({"jti": None}, "jti is required"),
         ({"iss": "cli_someone_else"}, "iss and sub"),

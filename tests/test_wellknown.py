@@ -88,3 +88,12 @@ async def test_unknown_paths_and_methods_use_the_error_envelope(harness: AppHarn
     wrong = await harness.http.get("/token")
     assert wrong.status_code == 405
     assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_request_ids_restart_in_a_forked_child() -> None:
+    from authserver.web import middleware
+
+    before = middleware._ID_PREFIX
+    middleware._new_id_sequence()  # what os.register_at_fork runs in the child
+    assert before != middleware._ID_PREFIX
+    assert next(middleware._ID_COUNTER) == 1

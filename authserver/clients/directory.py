@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import anyio
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,36 +15,58 @@ from authserver.errors import TemporarilyUnavailable
 from authserver.storage.db import Database
 
 
+@dataclass
+class _Flight:
+    """One store read in progress; its outcome is shared with every request waiting on it."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    finished: bool = False
+    record: ClientRecord | None = None
+    error: SQLAlchemyError | None = None
+
+
 class ClientDirectory:
     def __init__(self, db: Database, cache: ClientCache) -> None:
         self.db = db
         self.cache = cache
-        self._loading: dict[str, anyio.Event] = {}
+        self._flights: dict[str, _Flight] = {}
 
     def _load(self, client_id: str) -> ClientRecord | None:
         with self.db.session() as session:
             return load_client(session, client_id)
 
     async def get(self, client_id: str) -> ClientRecord | None:
-        """The client, from the cache or one read; concurrent misses of one id share the read."""
+        """The client, from the cache or one read; concurrent misses of one id share the read
+        and its outcome (a failure too, so an outage does not queue reads one after another)."""
         while True:
             found = self.cache.get(client_id)
             if found is not ClientCache.MISSING:
                 return found  # type: ignore[return-value]
-            loading = self._loading.get(client_id)
-            if loading is None:
+            flight = self._flights.get(client_id)
+            if flight is None:
                 break
-            await loading.wait()  # then look again: cached, or load it ourselves
-        done = self._loading[client_id] = anyio.Event()
+            await flight.done.wait()
+            if flight.error is not None:
+                raise _unavailable(flight.error)
+            if flight.finished:
+                return flight.record
+            # the reader was cancelled: look again, and read ourselves if need be
+        flight = self._flights[client_id] = _Flight()
         version = self.cache.version(client_id)
         try:
-            record = await anyio.to_thread.run_sync(self._load, client_id)
-            self.cache.put(client_id, record, version)
-            return record
+            flight.record = await anyio.to_thread.run_sync(self._load, client_id)
+            flight.finished = True
+            self.cache.put(client_id, flight.record, version)
+            return flight.record
         except SQLAlchemyError as exc:
-            raise TemporarilyUnavailable(
-                "The client store is unavailable; retry shortly", detail=type(exc).__name__
-            ) from exc
+            flight.error = exc
+            raise _unavailable(exc) from exc
         finally:
-            del self._loading[client_id]
-            done.set()
+            del self._flights[client_id]
+            flight.done.set()
+
+
+def _unavailable(exc: SQLAlchemyError) -> TemporarilyUnavailable:
+    return TemporarilyUnavailable(
+        "The client store is unavailable; retry shortly", detail=type(exc).__name__
+    )

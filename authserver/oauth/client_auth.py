@@ -224,7 +224,11 @@ def _instant(value: Any) -> float | None:
     """A NumericDate claim as a finite number, else None (NaN would defeat every check)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float, e.g. 10**400
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _decode(assertion: str, keys: KeySet) -> dict[str, Any]:
