@@ -100,11 +100,12 @@ def test_keys_commands(capsys: pytest.CaptureFixture[str], config: str) -> None:
     assert isinstance(listed, list)
     assert {k["kid"]: k["state"] for k in listed} == {first["kid"]: "active",
                                                      standby["kid"]: "published"}
-    code, _, err = run(capsys, config, "keys", "retire", first["kid"])
+    code, _, err = run(capsys, config, "keys", "retire", "--", first["kid"])
     assert code == 2 and "rotate" in err
-    promoted = run_json(capsys, config, "keys", "rotate", "--kid", standby["kid"])
+    # a kid may begin with "-" (base64url): `--kid=KID` and `-- KID` always work
+    promoted = run_json(capsys, config, "keys", "rotate", f"--kid={standby['kid']}")
     assert isinstance(promoted, dict) and promoted["activate_at"] > 0
-    retired = run_json(capsys, config, "keys", "retire", standby["kid"])
+    retired = run_json(capsys, config, "keys", "retire", "--", standby["kid"])
     assert isinstance(retired, dict) and retired["retired_at"] > 0
 
 
