@@ -23,10 +23,6 @@ def leaked_secrets(log_text: str) -> list[str]:
     return [s for s in _ISSUED if s in log_text]
 
 
-def issued_count() -> int:
-    return len(_ISSUED)
-
-
 def basic_auth(client_id: str, secret: str) -> dict[str, str]:
     """Headers of a client_secret_basic form POST."""
     raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
