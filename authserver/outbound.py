@@ -67,9 +67,10 @@ class JsonFetcher:
     async def aclose(self) -> None:
         """Nothing pooled to close: every fetch has its own connection (see `_fetch`)."""
 
-    def cached_age(self, url: str) -> float | None:
+    def fetched_at(self, url: str) -> float | None:
+        """When the cached copy of `url` was fetched (None: not cached)."""
         entry = self._cache.get(url)
-        return None if entry is None else self.clock.now() - entry.fetched_at
+        return None if entry is None else entry.fetched_at
 
     async def get(self, url: str, *, refresh: bool = False) -> dict[str, Any]:
         now = self.clock.now()

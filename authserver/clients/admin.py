@@ -78,7 +78,7 @@ def cutoff(now: float) -> float:
     the cutoff; tokens issued after it get `iat >= cutoff` (see `tokens.mint_access_token`), so
     "dead when iat < cutoff" never kills a token issued after the change.
     """
-    return float(math.ceil(now)) if now != int(now) else now + 1.0
+    return float(math.floor(now) + 1)
 
 
 def _row(session: Session, client_id: str) -> Client:

@@ -172,15 +172,15 @@ class ClientAuthenticator:
             document = await self.fetcher.get(client.jwks_uri, refresh=refresh)
         except OutboundError as exc:
             raise InvalidClient(detail=f"jwks_uri: {exc}") from exc
-        fetched = self.clock.now() - (self.fetcher.cached_age(client.jwks_uri) or 0.0)
-        return self._parsed((client.jwks_uri, round(fetched, 3)), document)
+        fetched = self.fetcher.fetched_at(client.jwks_uri) or self.clock.now()
+        return self._parsed((client.jwks_uri, fetched), document)
 
     async def _verify_signature(self, client: ClientRecord, assertion: str) -> dict[str, Any]:
         try:
             return _decode(assertion, await self._keys(client, refresh=False))
         except JoseError as first:
-            age = self.fetcher.cached_age(client.jwks_uri) if client.jwks_uri else None
-            if age is None or age < JWKS_REFETCH_INTERVAL:
+            fetched = self.fetcher.fetched_at(client.jwks_uri) if client.jwks_uri else None
+            if fetched is None or self.clock.now() - fetched < JWKS_REFETCH_INTERVAL:
                 raise InvalidClient(detail=f"assertion: {first.error}") from first
         # The client may have rotated its keys since we cached its jwks_uri.
         try:
