@@ -31,9 +31,8 @@ def migrated_url(database_url: str) -> str:
 async def test_change_by_another_process_reaches_the_cache(
     tmp_path: Path, migrated_url: str
 ) -> None:
-    database_url = migrated_url
     # polls only when the test says so: a background poll would race the assertions
-    settings = make_settings(tmp_path, database_url=database_url, cache=MANUAL_POLL)
+    settings = make_settings(tmp_path, database_url=migrated_url, cache=MANUAL_POLL)
     async with running_app(settings) as h:
         record, secret = factories.create_client(h.runtime, scopes=["read", "write"])
         assert secret is not None
@@ -45,7 +44,7 @@ async def test_change_by_another_process_reaches_the_cache(
         assert h.runtime.cache.get(record.client_id) is not h.runtime.cache.MISSING
 
         # another process: its own engine, the same database
-        other = Database(database_url)
+        other = Database(migrated_url)
         with other.session() as session:
             clients.update_client(session, h.runtime.catalog, record.client_id,
                                   clients.ClientUpdate(scopes=("read",)), h.runtime.clock.now())
@@ -85,11 +84,10 @@ async def test_unknown_client_is_cached_until_it_is_created(harness: object) -> 
 async def test_event_bursts_larger_than_a_page_are_all_seen(
     tmp_path: Path, migrated_url: str
 ) -> None:
-    database_url = migrated_url
     from authserver import events
 
     # polls only when the test says so: a background poll would race the assertions
-    settings = make_settings(tmp_path, database_url=database_url, cache=MANUAL_POLL)
+    settings = make_settings(tmp_path, database_url=migrated_url, cache=MANUAL_POLL)
     async with running_app(settings) as h:
         now = h.runtime.clock.now()
         with h.runtime.db.session() as session:

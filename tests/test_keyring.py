@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from joserfc import jwt
@@ -30,6 +31,14 @@ def published_kids(keyring: Keyring, now: float) -> set[str]:
     return {k["kid"] for k in json.loads(keyring.snapshot(now).jwks)["keys"]}
 
 
+def signer_file(tmp_path: Path, alg: str) -> tuple[Path, dict[str, Any]]:
+    """A first-start key on disk: its file and the file's JSON."""
+    key = ring(tmp_path).ensure_signer(alg, T0)
+    assert key is not None
+    path = tmp_path / "keys" / f"{key.kid}.json"
+    return path, json.loads(path.read_text())
+
+
 def test_first_start_generates_one_private_0600_key(tmp_path: Path) -> None:
     keyring = ring(tmp_path)
     key = keyring.ensure_signer("RS256", T0)
@@ -47,21 +56,14 @@ def test_first_start_generates_one_private_0600_key(tmp_path: Path) -> None:
 
 
 def test_widely_readable_key_file_is_refused(tmp_path: Path) -> None:
-    keyring = ring(tmp_path)
-    key = keyring.ensure_signer("ES256", T0)
-    assert key is not None
-    path = tmp_path / "keys" / f"{key.kid}.json"
+    path, _ = signer_file(tmp_path, "ES256")
     os.chmod(path, 0o644)
     with pytest.raises(KeyFileError, match="chmod 600"):
         ring(tmp_path).load(T0)
 
 
 def test_tampered_kid_is_refused(tmp_path: Path) -> None:
-    keyring = ring(tmp_path)
-    key = keyring.ensure_signer("ES256", T0)
-    assert key is not None
-    path = tmp_path / "keys" / f"{key.kid}.json"
-    data = json.loads(path.read_text())
+    path, data = signer_file(tmp_path, "ES256")
     data["kid"] = "something-else"
     path.write_text(json.dumps(data))
     with pytest.raises(KeyFileError, match="thumbprint"):
@@ -173,11 +175,7 @@ async def test_a_get_never_creates_keys(tmp_path: Path) -> None:
 def test_defective_key_files_are_refused_with_the_file_named(
     tmp_path: Path, change: object, message: str
 ) -> None:
-    keyring = ring(tmp_path)
-    key = keyring.ensure_signer("RS256", T0)
-    assert key is not None
-    path = tmp_path / "keys" / f"{key.kid}.json"
-    data = json.loads(path.read_text())
+    path, data = signer_file(tmp_path, "RS256")
     change(data)  # type: ignore[operator]
     path.write_text(json.dumps(data))
     with pytest.raises(KeyFileError, match=message):
@@ -198,11 +196,7 @@ def test_a_shorter_lifetime_later_does_not_unpublish_early(tmp_path: Path) -> No
 def test_okp_file_whose_public_half_does_not_match_is_refused(tmp_path: Path) -> None:
     from joserfc.jwk import OKPKey
 
-    keyring = ring(tmp_path)
-    key = keyring.ensure_signer("EdDSA", T0)
-    assert key is not None
-    path = tmp_path / "keys" / f"{key.kid}.json"
-    data = json.loads(path.read_text())
+    path, data = signer_file(tmp_path, "EdDSA")
     other = OKPKey.generate_key("Ed25519", private=True)
     data["x"] = other.as_dict()["x"]  # someone else's public half, our private half
     data["kid"] = OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": data["x"]}).thumbprint()

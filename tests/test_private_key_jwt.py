@@ -31,6 +31,14 @@ def public_jwks(*keys: Any) -> dict[str, Any]:
     return {"keys": [k.as_dict(private=False) for k in keys]}
 
 
+def jwt_client(h: AppHarness, *keys: Any, **spec: Any) -> ClientRecord:
+    """A private_key_jwt client whose registered jwks holds the public halves of `keys`."""
+    client, secret = factories.create_client(h.runtime, auth_method="private_key_jwt",
+                                             jwks=public_jwks(*keys), **spec)
+    assert secret is None
+    return client
+
+
 def assertion(client: ClientRecord, key: Any, aud: Any, now: float, alg: str = "ES256",
               **claims: Any) -> str:
     body = {"iss": client.client_id, "sub": client.client_id, "aud": aud,
@@ -51,9 +59,7 @@ async def post(h: AppHarness, client_assertion: str, **extra: str) -> Any:
 
 async def test_registered_jwks_with_issuer_or_token_endpoint_audience(harness: AppHarness) -> None:
     key = new_key()
-    client, secret = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                             jwks=public_jwks(key), scopes=["read"])
-    assert secret is None
+    client = jwt_client(harness, key, scopes=["read"])
     now = harness.runtime.clock.now()
     issuer = harness.settings.issuer
     for aud in (issuer, issuer + "/token", [issuer, "https://other"]):
@@ -83,8 +89,7 @@ async def test_bad_assertions_are_invalid_client(
     harness: AppHarness, claims: dict[str, Any], reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = new_key()
-    client, _ = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                        jwks=public_jwks(key))
+    client = jwt_client(harness, key)
     now = harness.runtime.clock.now()
     if claims.pop("lifetime", None):
         claims["exp"] = int(now) + 3600
@@ -102,8 +107,7 @@ async def test_bad_assertions_are_invalid_client(
 
 async def test_assertion_jti_is_single_use(harness: AppHarness) -> None:
     key = new_key()
-    client, _ = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                        jwks=public_jwks(key))
+    client = jwt_client(harness, key)
     signed = assertion(client, key, harness.settings.issuer, harness.runtime.clock.now())
     assert (await post(harness, signed)).status_code == 200
     replay = await post(harness, signed)
@@ -112,8 +116,7 @@ async def test_assertion_jti_is_single_use(harness: AppHarness) -> None:
 
 async def test_foreign_key_symmetric_and_unsigned_assertions_fail(harness: AppHarness) -> None:
     key = new_key()
-    client, _ = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                        jwks=public_jwks(key))
+    client = jwt_client(harness, key)
     now = harness.runtime.clock.now()
     other = new_key()
     other_with_same_kid = ECKey.import_key(other.as_dict(private=True) | {"kid": key.kid})
@@ -133,8 +136,7 @@ async def test_foreign_key_symmetric_and_unsigned_assertions_fail(harness: AppHa
 
 async def test_assertion_client_id_mismatch_and_wrong_type(harness: AppHarness) -> None:
     key = new_key()
-    client, _ = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                        jwks=public_jwks(key))
+    client = jwt_client(harness, key)
     signed = assertion(client, key, harness.settings.issuer, harness.runtime.clock.now())
     mismatch = await post(harness, signed, client_id="cli_other")
     assert mismatch.status_code == 401
@@ -197,8 +199,7 @@ async def test_no_kid_tries_every_registered_key_and_eddsa_works(harness: AppHar
 
     first, second = new_key(), OKPKey.generate_key("Ed25519", private=True)
     second.ensure_kid()
-    client, _ = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                        jwks=public_jwks(first, second))
+    client = jwt_client(harness, first, second)
     now = harness.runtime.clock.now()
     claims = {"iss": client.client_id, "sub": client.client_id, "aud": harness.settings.issuer,
               "exp": int(now) + 60, "jti": secrets.token_urlsafe(8)}
@@ -214,8 +215,7 @@ async def test_deeply_nested_or_huge_assertions_are_401(harness: AppHarness) -> 
     import base64
 
     key = new_key()
-    client, _ = factories.create_client(harness.runtime, auth_method="private_key_jwt",
-                                        jwks=public_jwks(key))
+    client = jwt_client(harness, key)
     nested = base64.urlsafe_b64encode(b"[" * 5000).rstrip(b"=").decode()
     for junk in (f"eyJhbGciOiJFUzI1NiJ9.{nested}.sig", "a" * 9000):
         response = await post(harness, junk, client_id=client.client_id)

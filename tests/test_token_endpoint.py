@@ -338,7 +338,6 @@ async def test_store_down_is_503_temporarily_unavailable(harness: AppHarness) ->
          {}, 401, "invalid_client"),
         ({"grant_type": "client_credentials", "client_id": "cli_\u202ex", "client_secret": "x"},
          {}, 401, "invalid_client"),
-        ({"grant_type": "gr\u00e4nt\"\\"}, {}, 401, "invalid_client"),
     ],
 )
 async def test_hostile_input_gets_4xx(harness: AppHarness, data: Any, headers: dict[str, Any],
