@@ -41,46 +41,41 @@ from authserver.wiring import create_app
 ROUNDS = 7
 
 
-def _per_call_us(fn: Callable[[], object], seconds: float) -> float:
-    """Fastest of ROUNDS rounds (mean time per call), each round about `seconds` long: the
-    minimum is the estimate least disturbed by other work on the machine."""
+def _fastest(batch: Callable[[int], float], seconds: float) -> float:
+    """Fastest of ROUNDS rounds (mean µs per call), each round about `seconds` long: the
+    minimum is the estimate least disturbed by other work on the machine. `batch(n)` makes n
+    calls and returns the elapsed seconds."""
     n = 1
-    while True:  # calibrate
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        elapsed = time.perf_counter() - start
-        if elapsed > seconds / 4:
-            break
+    while (elapsed := batch(n)) <= seconds / 4:  # calibrate
         n *= 2
     n = max(1, int(n * seconds / elapsed))
-    results = []
-    for _ in range(ROUNDS):
+    return min(batch(n) / n * 1e6 for _ in range(ROUNDS))
+
+
+def _per_call_us(fn: Callable[[], object], seconds: float) -> float:
+    def batch(n: int) -> float:
         start = time.perf_counter()
         for _ in range(n):
             fn()
-        results.append((time.perf_counter() - start) / n * 1e6)
-    return min(results)
+        return time.perf_counter() - start
+
+    return _fastest(batch, seconds)
 
 
 async def _per_call_us_async(fn: Callable[[], Awaitable[object]], seconds: float) -> float:
+    """As `_per_call_us`, for coroutines: the timed loops run in this event loop."""
     n = 1
-    while True:
-        start = time.perf_counter()
-        for _ in range(n):
-            await fn()
-        elapsed = time.perf_counter() - start
-        if elapsed > seconds / 4:
-            break
+    while (elapsed := await _async_batch(fn, n)) <= seconds / 4:  # calibrate
         n *= 2
     n = max(1, int(n * seconds / elapsed))
-    results = []
-    for _ in range(ROUNDS):
-        start = time.perf_counter()
-        for _ in range(n):
-            await fn()
-        results.append((time.perf_counter() - start) / n * 1e6)
-    return min(results)
+    return min([await _async_batch(fn, n) / n * 1e6 for _ in range(ROUNDS)])
+
+
+async def _async_batch(fn: Callable[[], Awaitable[object]], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        await fn()
+    return time.perf_counter() - start
 
 
 def _asgi_caller(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]],
