@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,6 +108,10 @@ class SigningSettings(_Section):
 
 
 class CacheSettings(_Section):
+    last_used_flush_interval: float = Field(
+        60.0, gt=0, le=3600,
+        description="Seconds between writes of clients' last-use times (kept in memory between).",
+    )
     event_poll_interval: float = Field(
         1.0,
         gt=0,
@@ -159,6 +164,49 @@ class ScopeDefinition(_Section):
     )
 
 
+RegistrationPolicy = Literal["open", "initial_access_token", "closed"]
+_RATE = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day)s?\s*$")
+
+
+class RegistrationSettings(_Section):
+    policy: RegistrationPolicy = Field(
+        "open",
+        description="RFC 7591 registration: open, initial_access_token (Bearer token required) "
+        "or closed (endpoints not mounted).",
+    )
+    open_scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes a client registered without an initial access token may hold.",
+    )
+    rate_limit: str = Field(
+        "20/hour",
+        description='Open registrations per source address, e.g. "20/hour" or "5/minute;50/day".',
+    )
+    idempotency_window: int = Field(
+        86400, ge=0,
+        description="Seconds an identical re-registration returns the existing client (0: off).",
+    )
+    reap_unused_after: int = Field(
+        86400, ge=0,
+        description="Reap self-registered clients that never got a token after this many "
+        "seconds (0: never).",
+    )
+    reap_idle_after: int = Field(
+        2592000, ge=0,
+        description="Reap self-registered clients unused for this many seconds (0: never).",
+    )
+    reap_interval: float = Field(
+        3600.0, gt=0, description="Seconds between runs of the reaper inside `serve`."
+    )
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        if not all(_RATE.match(part) for part in value.split(";")):
+            raise ValueError('must look like "20/hour" or "5/minute;50/day"')
+        return value
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the authserver loggers."
@@ -180,6 +228,7 @@ class Settings(_Section):
     signing: SigningSettings = Field(default_factory=SigningSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     resources: list[ResourceServer] = Field(
         default_factory=list,
@@ -198,6 +247,19 @@ class Settings(_Section):
         if parts.query or parts.fragment or parts.path not in ("",):
             raise ValueError("must have no path, query or fragment (RFC 8414 §2)")
         return value
+
+    @model_validator(mode="after")
+    def _reaping(self) -> Settings:
+        reg = self.registration
+        floor = 2 * self.cache.last_used_flush_interval
+        for name, value in (("reap_unused_after", reg.reap_unused_after),
+                            ("reap_idle_after", reg.reap_idle_after)):
+            if 0 < value < floor:
+                raise ValueError(
+                    f"registration.{name} must be 0 or at least twice "
+                    "cache.last_used_flush_interval, or clients in use could be reaped"
+                )
+        return self
 
     @property
     def effective_database_url(self) -> str:

@@ -19,6 +19,10 @@ OAuthErrorCode = Literal[
     "unsupported_response_type",
     "server_error",
     "temporarily_unavailable",
+    "invalid_client_metadata",
+    "invalid_redirect_uri",
+    "invalid_token",
+    "too_many_requests",
 ]
 
 
@@ -36,6 +40,7 @@ class OAuthError(AuthServerError):
         super().__init__(description)
         self.description = description
         self.detail = detail
+        self.retry_after: int | None = None
 
 
 class InvalidRequest(OAuthError):
@@ -106,6 +111,37 @@ class ServerError(OAuthError):
 
     error = "server_error"
     status_code = 500
+
+
+class InvalidClientMetadata(OAuthError):
+    """RFC 7591 §3.2.2: the value of one of the client metadata fields is invalid."""
+
+    error = "invalid_client_metadata"
+
+
+class InvalidRedirectUri(OAuthError):
+    """RFC 7591 §3.2.2: the value of one or more redirection URIs is invalid."""
+
+    error = "invalid_redirect_uri"
+
+
+class InvalidToken(OAuthError):
+    """RFC 6750 §3.1: the bearer token (initial or registration access token) is missing,
+    expired, revoked or malformed. 401 with a Bearer challenge."""
+
+    error = "invalid_token"
+    status_code = 401
+
+
+class TooManyRequests(OAuthError):
+    """Rate limited (RFC 6585 §4): 429 with Retry-After and `retry_after` in the body."""
+
+    error = "too_many_requests"
+    status_code = 429
+
+    def __init__(self, description: str, retry_after: int) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
 
 
 class ApiError(AuthServerError):

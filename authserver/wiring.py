@@ -13,8 +13,9 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
-from authserver import events
+from authserver import events, hashing, registration
 from authserver.clients import ClientCache, ClientDirectory
+from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
 from authserver.config import Settings
 from authserver.keyring import KeyFileError, Keyring
@@ -26,11 +27,14 @@ from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.web.app import build_app
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.registration import RegistrationEndpoints
 from authserver.web.wellknown import WellKnown
 
 log = logging.getLogger("authserver")
 # Events committed this long after their created_at are still picked up (concurrent writers).
 EVENT_RESCAN_MARGIN = 10.0
+# The server key self-registered clients' credentials are derived from (docs/registration.md).
+REGISTRATION_KEY = "registration.key"
 
 
 @dataclass
@@ -45,6 +49,8 @@ class Runtime:
     catalog: ScopeCatalog
     fetcher: JsonFetcher
     tokens: TokenService
+    usage: UsageTracker
+    registrar: registration.Registrar
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -80,6 +86,24 @@ class Runtime:
         self.apply_events(fresh)
         return len(fresh)
 
+    def flush_usage(self) -> None:
+        """Write the last-use times noted since the previous flush (kept on failure)."""
+        used = self.usage.take()
+        try:
+            with self.db.session(write=True) as session:
+                record_last_used(session, used)
+        except BaseException:
+            self.usage.give_back(used)
+            raise
+
+    def reap_registrations(self) -> int:
+        """Flush usage first, so this instance never reaps a client it just served."""
+        self.flush_usage()
+        with self.db.session(write=True) as session:
+            count = registration.reap(session, self.settings.registration, self.clock.now())
+        log.info("reaped %d unused self-registered clients", count)
+        return count
+
     def start_position(self) -> None:
         with self.db.session() as session:
             self.event_cursor = events.last_id(session)
@@ -94,9 +118,15 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     catalog = ScopeCatalog(settings)
     fetcher = JsonFetcher(settings.outbound, clock)
     authenticator = ClientAuthenticator(settings, clock, MemoryReplayCache(), fetcher)
+    usage = UsageTracker()
     tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
-                          catalog)
-    return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens)
+                          catalog, usage)
+    keys_dir = Path(settings.keys_dir)
+    keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    registrar = registration.Registrar(
+        settings, catalog, db, clock, hashing.load_or_create_key(keys_dir / REGISTRATION_KEY))
+    return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
+                   registrar)
 
 
 def prepare_storage(db: Database) -> None:
@@ -145,22 +175,39 @@ def create_app(
         async def reload_keys() -> None:
             await anyio.to_thread.run_sync(lambda: rt.keyring.load(rt.clock.now()))
 
+        async def flush_usage() -> None:
+            await anyio.to_thread.run_sync(rt.flush_usage)
+
+        async def reap() -> None:
+            await anyio.to_thread.run_sync(rt.reap_registrations)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
                           follow_events)
             tg.start_soon(_every, settings.signing.reload_interval, "key reload", reload_keys)
             tg.start_soon(_every, settings.cache.event_poll_interval, "staleness check",
                           watch_staleness)
+            tg.start_soon(_every, settings.cache.last_used_flush_interval, "last-use flush",
+                          flush_usage)
+            if settings.registration.policy != "closed":
+                tg.start_soon(_every, settings.registration.reap_interval, "registration reaper",
+                              reap)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
+        try:
+            await anyio.to_thread.run_sync(rt.flush_usage)
+        except SQLAlchemyError as exc:
+            log.warning("last-use flush at shutdown failed: %s", exc)
         await rt.fetcher.aclose()
         rt.db.dispose()
 
     app = build_app(
         wellknown=WellKnown(settings, rt.catalog, rt.keyring, rt.clock),
         oauth=OAuthEndpoints(settings, rt.tokens),
+        registration=None if settings.registration.policy == "closed"
+        else RegistrationEndpoints(settings, rt.registrar),
         lifespan=lifespan,
     )
     app.state.runtime = rt

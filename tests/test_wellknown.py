@@ -15,6 +15,7 @@ EXPECTED = {
     "token_endpoint": ("POST", {400, 401}),
     "authorization_endpoint": ("GET", {400}),
     "jwks_uri": ("GET", {200}),
+    "registration_endpoint": ("POST", {400}),
 }
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from authserver import events, hashing
 from authserver.clients.records import (
     AUTH_METHODS,
+    SECRET_METHODS,
     AuthMethod,
     ClientRecord,
     check_cidrs,
@@ -37,6 +38,8 @@ class ClientSpec:
     jwks: dict[str, Any] | None = field(default=None, repr=False)
     jwks_uri: str | None = None
     org_id: str = DEFAULT_ORG_ID
+    grant_types: tuple[str, ...] = ("client_credentials",)
+    origin: str = "admin"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +59,12 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _check_key_source(
-    auth_method: str, jwks: dict[str, Any] | None, jwks_uri: str | None
+def check_key_source(
+    auth_method: str, jwks: dict[str, Any] | None, jwks_uri: str | None,
+    allowed: tuple[str, ...] = AUTH_METHODS,
 ) -> None:
-    if auth_method not in AUTH_METHODS:
-        raise Invalid(f"token_endpoint_auth_method: must be one of {', '.join(AUTH_METHODS)}")
+    if auth_method not in allowed:
+        raise Invalid(f"token_endpoint_auth_method: must be one of {', '.join(allowed)}")
     if jwks is not None and jwks_uri is not None:
         raise Invalid("jwks and jwks_uri: give one, not both (RFC 7591 §2)")
     if auth_method == "private_key_jwt" and jwks is None and jwks_uri is None:
@@ -81,7 +85,7 @@ def cutoff(now: float) -> float:
     return float(math.floor(now) + 1)
 
 
-def _row(session: Session, client_id: str) -> Client:
+def client_row(session: Session, client_id: str) -> Client:
     row = session.get(Client, client_id)
     if row is None:
         raise NotFound(f"no client {client_id}")
@@ -89,28 +93,33 @@ def _row(session: Session, client_id: str) -> Client:
 
 
 def create_client(
-    session: Session, catalog: ScopeCatalog, spec: ClientSpec, now: float
+    session: Session, catalog: ScopeCatalog, spec: ClientSpec, now: float, *,
+    client_id: str | None = None, secret: str | None = None,
 ) -> tuple[ClientRecord, str | None]:
-    """Create a client; returns it and its secret (shown once; None for private_key_jwt)."""
+    """Create a client; returns it and its secret (shown once; None when the method needs
+    none). Registration passes its own `client_id` and (derived) `secret`."""
     name = _check_name(spec.name)
     scopes = catalog.check_client_scopes(spec.scopes)
-    _check_key_source(spec.auth_method, spec.jwks, spec.jwks_uri)
+    check_key_source(spec.auth_method, spec.jwks, spec.jwks_uri,
+                     (*AUTH_METHODS, "none") if spec.origin == "dcr" else AUTH_METHODS)
     if session.get(Organization, spec.org_id) is None:
         raise Invalid(f"org_id: no organisation {spec.org_id}")
-    secret = None if spec.auth_method == "private_key_jwt" else hashing.new_secret(
-        hashing.CLIENT_SECRET_PREFIX
-    )
+    if spec.auth_method not in SECRET_METHODS:
+        secret = None
+    elif secret is None:
+        secret = hashing.new_secret(hashing.CLIENT_SECRET_PREFIX)
     row = Client(
-        client_id=hashing.new_client_id(), org_id=spec.org_id, name=name,
+        client_id=client_id or hashing.new_client_id(), org_id=spec.org_id, name=name,
         secret_digest=hashing.digest(secret) if secret else None,
-        auth_method=spec.auth_method, grant_types=["client_credentials"],
+        auth_method=spec.auth_method, grant_types=list(spec.grant_types), origin=spec.origin,
         scopes=list(scopes), ip_allow=check_cidrs(list(spec.ip_allow)),
         resources=check_resources(list(spec.resources)), jwks=spec.jwks,
         jwks_uri=spec.jwks_uri, status="active", created_at=now, updated_at=now,
         tokens_valid_after=0.0,
     )
     session.add(row)
-    events.record(session, "client.created", row.client_id, now, row.org_id)
+    events.record(session, "client.created", row.client_id, now, row.org_id,
+                  {"origin": spec.origin})
     session.flush()
     return ClientRecord.from_row(row), secret
 
@@ -122,13 +131,17 @@ def load_client(session: Session, client_id: str) -> ClientRecord | None:
 
 
 def get_client(session: Session, client_id: str) -> ClientRecord:
-    return ClientRecord.from_row(_row(session, client_id))
+    return ClientRecord.from_row(client_row(session, client_id))
 
 
-def list_clients(session: Session, org_id: str | None = None) -> list[ClientRecord]:
+def list_clients(
+    session: Session, org_id: str | None = None, origin: str | None = None
+) -> list[ClientRecord]:
     query = select(Client).order_by(Client.created_at, Client.client_id)
     if org_id is not None:
         query = query.where(Client.org_id == org_id)
+    if origin is not None:
+        query = query.where(Client.origin == origin)
     return [ClientRecord.from_row(row) for row in session.scalars(query)]
 
 
@@ -137,7 +150,7 @@ def update_client(
 ) -> ClientRecord:
     """Change a client. Narrowing what tokens may do (scopes, IP allowlist, resources) also
     cuts off every token issued before now."""
-    row = _row(session, client_id)
+    row = client_row(session, client_id)
     changed: list[str] = []
     if change.name is not None:
         row.name = _check_name(change.name)
@@ -163,7 +176,7 @@ def update_client(
 
 def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -> ClientRecord:
     """Disable (cutting off its tokens) or re-enable a client; a repeat is a no-op."""
-    row = _row(session, client_id)
+    row = client_row(session, client_id)
     status = "disabled" if disabled else "active"
     if row.status == status:
         return ClientRecord.from_row(row)
@@ -177,7 +190,7 @@ def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -
 
 
 def delete_client(session: Session, client_id: str, now: float) -> None:
-    row = _row(session, client_id)
+    row = client_row(session, client_id)
     events.record(session, "client.deleted", client_id, now, row.org_id,
                   {"tokens_valid_after": cutoff(now)})
     session.delete(row)
@@ -185,9 +198,9 @@ def delete_client(session: Session, client_id: str, now: float) -> None:
 
 def rotate_secret(session: Session, client_id: str, now: float) -> str:
     """A new secret (shown once); the old one stops working at once. Tokens live on."""
-    row = _row(session, client_id)
-    if row.auth_method == "private_key_jwt":
-        raise Invalid("this client authenticates with private_key_jwt and has no secret")
+    row = client_row(session, client_id)
+    if row.auth_method not in SECRET_METHODS:
+        raise Invalid(f"this client authenticates with {row.auth_method} and has no secret")
     secret = hashing.new_secret(hashing.CLIENT_SECRET_PREFIX)
     row.secret_digest = hashing.digest(secret)
     row.updated_at = now

@@ -13,10 +13,13 @@ from authserver.errors import Invalid
 from authserver.storage.models import Client
 from authserver.uris import is_resource_uri
 
-AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+# Methods the token endpoint accepts (and discovery advertises). "none" is recorded for public
+# clients that register for the interactive flow; it never authenticates at /token.
 AUTH_METHODS: tuple[AuthMethod, ...] = (
     "client_secret_basic", "client_secret_post", "private_key_jwt",
 )
+SECRET_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _PRIVATE_JWK_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 
@@ -37,6 +40,8 @@ class ClientRecord:
     created_at: float
     updated_at: float
     tokens_valid_after: float
+    origin: str = "admin"
+    last_used_at: float | None = None
     secret_digest: str | None = field(default=None, repr=False)
 
     @property
@@ -64,7 +69,8 @@ class ClientRecord:
             ip_allow=tuple(ipaddress.ip_network(c, strict=False) for c in row.ip_allow),
             resources=frozenset(row.resources), jwks=row.jwks, jwks_uri=row.jwks_uri,
             status=row.status, created_at=row.created_at, updated_at=row.updated_at,
-            tokens_valid_after=row.tokens_valid_after, secret_digest=row.secret_digest,
+            tokens_valid_after=row.tokens_valid_after, origin=row.origin,
+            last_used_at=row.last_used_at, secret_digest=row.secret_digest,
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -76,7 +82,8 @@ class ClientRecord:
             "ip_allow": [str(n) for n in self.ip_allow], "resources": sorted(self.resources),
             "jwks_uri": self.jwks_uri, "jwks": self.jwks, "status": self.status,
             "created_at": self.created_at, "updated_at": self.updated_at,
-            "tokens_valid_after": self.tokens_valid_after,
+            "tokens_valid_after": self.tokens_valid_after, "origin": self.origin,
+            "last_used_at": self.last_used_at,
         }
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authserver.clients import ClientDirectory, ClientRecord
+from authserver.clients.usage import UsageTracker
 from authserver.clock import Clock
 from authserver.config import Settings
 from authserver.errors import (
@@ -45,7 +46,7 @@ class TokenRequest:
 class TokenService:
     def __init__(
         self, settings: Settings, clock: Clock, keyring: Keyring, clients: ClientDirectory,
-        authenticator: ClientAuthenticator, catalog: ScopeCatalog,
+        authenticator: ClientAuthenticator, catalog: ScopeCatalog, usage: UsageTracker,
     ) -> None:
         self.settings = settings
         self.issuer = settings.issuer
@@ -57,6 +58,7 @@ class TokenService:
         self.clients = clients
         self.authenticator = authenticator
         self.catalog = catalog
+        self.usage = usage
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
@@ -88,6 +90,7 @@ class TokenService:
             org_id=client.org_id, audience=audience, scopes=scopes, lifetime=self.lifetime,
             now=now, not_before=client.tokens_valid_after,
         )
+        self.usage.touch(client.client_id, now)
         body: dict[str, Any] = {
             "access_token": issued.token,
             "token_type": "Bearer",

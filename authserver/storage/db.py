@@ -10,7 +10,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,13 +29,21 @@ class Database:
         self.url = parsed
         self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
         if parsed.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
+    def session(self, write: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error.
+
+        `write=True` for a transaction that reads, then writes: on SQLite it takes the write
+        lock up front (BEGIN IMMEDIATE), so two such transactions queue on busy_timeout instead
+        of one failing with SQLITE_BUSY when it upgrades a stale read snapshot.
+        """
         with self._sessions.begin() as session:
+            if write:
+                session.connection(execution_options={_IMMEDIATE: True})
             yield session
 
     def dispose(self) -> None:
@@ -58,9 +66,19 @@ class Database:
         return set(current) != set(script.get_heads())
 
 
-def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+_IMMEDIATE = "authserver_begin_immediate"
+
+
+def _sqlite_connect(dbapi_connection: object, _record: object) -> None:
+    # SQLAlchemy emits BEGIN itself (see _sqlite_begin), not the sqlite3 module.
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
     cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    immediate = conn.get_execution_options().get(_IMMEDIATE)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

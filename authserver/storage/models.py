@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 DEFAULT_ORG_ID = "org_default"
 
@@ -43,6 +43,54 @@ class Client(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     # Tokens issued before this instant are dead (revocation cutoff; see docs/architecture.md).
     tokens_valid_after: Mapped[float] = mapped_column(Float, default=0.0)
+    # "admin" (CLI, admin API) or "dcr" (RFC 7591 self-registration).
+    origin: Mapped[str] = mapped_column(String(16), default="admin", index=True)
+    # Written in batches from memory (never on the token path); None until the first token.
+    last_used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    registration: Mapped[ClientRegistration | None] = relationship(
+        back_populates="client", cascade="all, delete-orphan", passive_deletes=True,
+    )
+
+
+class ClientRegistration(Base):
+    """How a self-registered client came to be, and what RFC 7592 management needs."""
+
+    __tablename__ = "client_registrations"
+
+    client_id: Mapped[str] = mapped_column(
+        ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True
+    )
+    # "open" or "initial_access_token": the policy the client registered under.
+    via: Mapped[str] = mapped_column(String(32))
+    initial_access_token_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    source_address: Mapped[str | None] = mapped_column(String(64), default=None)
+    software_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    software_version: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The RFC 7591 metadata as accepted (never a secret).
+    client_metadata: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The most scope this registration may ever hold (the policy's ceiling at registration).
+    scope_ceiling: Mapped[list[str]] = mapped_column(JSON)
+    token_digest: Mapped[str] = mapped_column(String(64))
+    # Digest of origin + metadata; set while identical re-registration may return this client.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), default=None, unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    client: Mapped[Client] = relationship(back_populates="registration")
+
+
+class InitialAccessToken(Base):
+    """RFC 7591 §3 initial access tokens, stored as digests."""
+
+    __tablename__ = "initial_access_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    description: Mapped[str] = mapped_column(String(200), default="")
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    max_uses: Mapped[int | None] = mapped_column(Integer, default=None)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class Event(Base):

@@ -19,14 +19,17 @@ from authserver.web.errors import (
 )
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
 from authserver.web.wellknown import JWKS_PATH, WellKnown
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
 def build_app(
-    *, wellknown: WellKnown, oauth: OAuthEndpoints, lifespan: Lifespan | None = None
+    *, wellknown: WellKnown, oauth: OAuthEndpoints,
+    registration: RegistrationEndpoints | None = None, lifespan: Lifespan | None = None,
 ) -> Starlette:
+    """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
     # Starlette tries routes in order (a regex match each): the two hot ones first.
     routes = [
         Route("/token", oauth.token, methods=["POST"]),
@@ -39,6 +42,12 @@ def build_app(
               methods=["GET"]),
         Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
     ]
+    if registration is not None:
+        routes += [
+            Route(REGISTRATION_PATH, registration.register, methods=["POST"]),
+            Route(REGISTRATION_PATH + "/{client_id}", registration.configuration,
+                  methods=["GET", "PUT", "DELETE"]),
+        ]
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware)],

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authserver.errors import ApiError, InvalidClient, OAuthError
+from authserver.errors import ApiError, InvalidClient, InvalidToken, OAuthError
 
 log = logging.getLogger("authserver.errors")
 # RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
@@ -28,12 +28,17 @@ def request_id(request: Request) -> str:
 
 def oauth_error_response(exc: OAuthError) -> Response:
     """RFC 6749 §5.2 body; no-store; 401 always carries a challenge (RFC 9110 §15.5.2)."""
-    body: dict[str, str] = {"error": exc.error}
+    body: dict[str, str | int] = {"error": exc.error}
     if exc.description:
         body["error_description"] = _DESCRIPTION_UNSAFE.sub("?", exc.description)
     headers = dict(NO_STORE)
     if isinstance(exc, InvalidClient):
         headers["www-authenticate"] = 'Basic realm="authserver", charset="UTF-8"'
+    elif isinstance(exc, InvalidToken):
+        headers["www-authenticate"] = 'Bearer realm="authserver", error="invalid_token"'
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(exc.retry_after)
+        body["retry_after"] = exc.retry_after
     return Response(orjson.dumps(body), exc.status_code, headers, "application/json")
 
 

@@ -37,6 +37,8 @@ def authorization_server_metadata(settings: Settings, catalog: ScopeCatalog) -> 
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
     }
+    if settings.registration.policy != "closed":
+        doc["registration_endpoint"] = settings.endpoint("/register")
     scopes = catalog.oauth_scopes()
     if scopes:
         doc["scopes_supported"] = scopes

@@ -1,0 +1,56 @@
+"""Reaping self-registered clients nobody uses (docs/registration.md, "Reaping").
+
+A self-registered client is reaped when it never fetched a token within
+`registration.reap_unused_after` of registering, or its last token is older than
+`registration.reap_idle_after`. Clients made by an operator are never reaped.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
+
+from authserver import events
+from authserver.clients.admin import cutoff
+from authserver.config import RegistrationSettings
+from authserver.storage.models import Client
+
+
+def _stale(settings: RegistrationSettings, now: float) -> ColumnElement[bool] | None:
+    rules = []
+    if settings.reap_unused_after > 0:
+        rules.append(and_(Client.last_used_at.is_(None),
+                          Client.created_at < now - settings.reap_unused_after))
+    if settings.reap_idle_after > 0:
+        rules.append(Client.last_used_at < now - settings.reap_idle_after)
+    return and_(Client.origin == "dcr", or_(*rules)) if rules else None
+
+
+def stale_clients(
+    session: Session, settings: RegistrationSettings, now: float, limit: int = 1000
+) -> list[tuple[str, str]]:
+    """(client_id, org_id) of clients the reaping rule selects, oldest first."""
+    rule = _stale(settings, now)
+    if rule is None:
+        return []
+    query = select(Client.client_id, Client.org_id).where(rule).order_by(
+        Client.created_at).limit(limit)
+    return [(cid, org) for cid, org in session.execute(query)]
+
+
+def reap(session: Session, settings: RegistrationSettings, now: float, limit: int = 1000) -> int:
+    """Delete stale self-registered clients (each with its `client.deleted` event); returns how
+    many. Each delete re-checks the rule, so a client used meanwhile, or reaped by another
+    instance, is left alone."""
+    rule = _stale(settings, now)
+    if rule is None:
+        return 0
+    count = 0
+    for client_id, org_id in stale_clients(session, settings, now, limit):
+        result = session.execute(delete(Client).where(Client.client_id == client_id, rule))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            events.record(session, "client.deleted", client_id, now, org_id,
+                          {"tokens_valid_after": cutoff(now), "reason": "reaped"})
+            count += 1
+    return count

@@ -1,0 +1,92 @@
+"""The RFC 7591 registration endpoint and the RFC 7592 client configuration endpoint."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.config import Settings
+from authserver.errors import InvalidClientMetadata, InvalidRequest, InvalidToken, TooManyRequests
+from authserver.ratelimit import RateLimiter
+from authserver.registration import Origin, Registrar
+from authserver.web.errors import NO_STORE
+from authserver.web.forms import read_body
+from authserver.web.middleware import client_address
+
+REGISTRATION_PATH = "/register"
+JSON_TYPES = ("application/json",)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """RFC 6750 §2.1: the token of an `Authorization: Bearer` header, None when absent."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or len(token) > 512 or " " in token:
+        raise InvalidToken("Send the token as Authorization: Bearer <token>")
+    return token
+
+
+async def json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The body as a JSON object; anything else is a 400 naming the problem."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media not in JSON_TYPES:
+        raise InvalidRequest("Content-Type must be application/json")
+    raw = await read_body(request, limit)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidClientMetadata("The request body is not valid JSON (UTF-8)") from exc
+    if not isinstance(body, dict):
+        raise InvalidClientMetadata("The request body must be a JSON object of client metadata")
+    return body
+
+
+def _json(body: dict[str, Any], status: int) -> Response:
+    return Response(orjson.dumps(body), status, NO_STORE, "application/json")
+
+
+class RegistrationEndpoints:
+    def __init__(self, settings: Settings, registrar: Registrar) -> None:
+        self.registrar = registrar
+        self.max_body = settings.server.max_body_bytes
+        self.trusted = [ipaddress.ip_network(c, strict=False)
+                        for c in settings.server.trusted_proxies]
+        reg = settings.registration
+        self.limiter = RateLimiter(reg.rate_limit, "registration") if reg.policy == "open" \
+            else None
+
+    async def register(self, request: Request) -> Response:
+        """RFC 7591 §3.1 client registration request."""
+        address = client_address(request.scope, self.trusted)
+        if self.limiter is not None:
+            wait = self.limiter.hit(address or "-")
+            if wait is not None:
+                raise TooManyRequests(
+                    "Too many registrations from this address; retry later", wait)
+        token = bearer_token(request.headers.get("authorization"))
+        body = await json_object(request, self.max_body)
+        info = await anyio.to_thread.run_sync(
+            self.registrar.register, body, Origin(address, token))
+        return _json(info.body, 201)
+
+    async def configuration(self, request: Request) -> Response:
+        """RFC 7592 §2: read (GET), update (PUT) or delete (DELETE) one's own registration."""
+        client_id = request.path_params["client_id"]
+        token = bearer_token(request.headers.get("authorization"))
+        if request.method == "GET":
+            info = await anyio.to_thread.run_sync(self.registrar.read, client_id, token)
+            return _json(info.body, 200)
+        if request.method == "PUT":
+            body = await json_object(request, self.max_body)
+            info = await anyio.to_thread.run_sync(
+                self.registrar.update, client_id, token, body)
+            return _json(info.body, 200)
+        await anyio.to_thread.run_sync(self.registrar.delete, client_id, token)
+        return Response(None, 204, NO_STORE)
