@@ -8,6 +8,7 @@ from authserver.registration.access_tokens import (
     list_access_tokens,
     revoke_access_token,
 )
+from authserver.registration.listing import RegisteredClient, list_registered
 from authserver.registration.metadata import ClientMetadata, parse_metadata
 from authserver.registration.reaper import reap, stale_clients
 from authserver.registration.service import ClientInformation, Origin, Registrar
@@ -18,9 +19,11 @@ __all__ = [
     "ClientMetadata",
     "NewAccessToken",
     "Origin",
+    "RegisteredClient",
     "Registrar",
     "create_access_token",
     "list_access_tokens",
+    "list_registered",
     "parse_metadata",
     "reap",
     "revoke_access_token",

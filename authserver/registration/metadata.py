@@ -23,6 +23,7 @@ RESPONSE_TYPES = ("code",)
 APPLICATION_TYPES = ("web", "native")
 REGISTRABLE_METHODS: tuple[AuthMethod, ...] = (*AUTH_METHODS, "none")
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_ALWAYS = ("grant_types", "response_types")
 MAX_URL = 2000
 MAX_TEXT = 200
 MAX_ITEMS = 20
@@ -50,11 +51,12 @@ class ClientMetadata:
     policy_uri: str | None
 
     def stored(self) -> dict[str, Any]:
-        """As JSON (for the store, the responses and the idempotency key): lists, no nulls."""
+        """As JSON (for the store, the responses and the idempotency key): absent members and
+        empty optional lists left out; grant_types and response_types always present."""
         data = asdict(self)
         data["scope"] = None if self.scope is None else " ".join(self.scope)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
-                if v is not None}
+                if v is not None and (v != () or k in _ALWAYS)}
 
 
 def _text(body: Mapping[str, Any], name: str, limit: int = MAX_TEXT) -> str | None:

@@ -1,0 +1,5 @@
+import sys
+
+from authserver.cli import main
+
+sys.exit(main())
