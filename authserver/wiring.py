@@ -207,7 +207,7 @@ def create_app(
         wellknown=WellKnown(settings, rt.catalog, rt.keyring, rt.clock),
         oauth=OAuthEndpoints(settings, rt.tokens),
         registration=None if settings.registration.policy == "closed"
-        else RegistrationEndpoints(settings, rt.registrar),
+        else RegistrationEndpoints(settings, rt.registrar, rt.cache),
         lifespan=lifespan,
     )
     app.state.runtime = rt

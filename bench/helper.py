@@ -3,9 +3,13 @@
     helper.py freeport                    print a free TCP port on 127.0.0.1
     helper.py config DIR PORT ALG         write DIR/authserver.toml (SQLite and keys in DIR)
     helper.py basic CLIENT_JSON           print base64(client_id:client_secret) for Basic auth
+    helper.py register PORT               register a client through RFC 7591 (POST /register,
+                                          open registration) and print the client information
+                                          (JSON, with client_id and client_secret)
     helper.py wait PORT [SECONDS]         wait until the server answers the JWKS
     helper.py check PORT BASIC ALG        get one token and verify it against the JWKS
     helper.py summarize OUT_DIR           medians of the BENCH lines in OUT_DIR/*.jsonl
+    helper.py compare OUT_DIR A B         scenario B against scenario A, run by run (markdown)
     helper.py median FILE.jsonl           median req/s of one scenario (0 when absent)
     helper.py machine                     nproc, CPU, Python and package versions (markdown)
     helper.py profile RAW_FILE            categorise a `py-spy record -f raw` profile
@@ -30,6 +34,7 @@ HOST = "127.0.0.1"
 # scenario -> (label, minimum req/s, maximum p99 in ms or None)
 TARGETS: dict[str, tuple[str, float | None, float | None]] = {
     "token-RS256": ("POST /token, RS256", 2400, 15.0),
+    "token-RS256-dcr": ("POST /token, RS256, client registered through DCR", 2400, 15.0),
     "token-ES256": ("POST /token, ES256", 6000, 8.0),
     "jwks": ("GET /.well-known/jwks.json", 22000, None),
     "baseline-static": ("reference: bare Starlette, static bytes", None, None),
@@ -52,7 +57,13 @@ def cmd_config(directory: str, port: str, alg: str) -> None:
         "\n[logging]\n"
         'level = "WARNING"\n'
         "\n[signing]\n"
-        f'algorithm = "{alg}"\n',
+        f'algorithm = "{alg}"\n'
+        # Open registration (the default policy) may grant the CLI client's scopes, so the DCR
+        # client of `helper.py register` is its twin; one registration per server, far below
+        # the limit. Scopes need no catalog entry (only api_key_only ones are refused).
+        "\n[registration]\n"
+        'open_scopes = ["read", "write"]\n'
+        'rate_limit = "1000/minute"\n',
         encoding="utf-8",
     )
 
@@ -62,6 +73,30 @@ def cmd_basic(client_json: str) -> None:
     # RFC 6749 §2.3.1 form-encodes both parts first; ids and secrets here are URL-safe already.
     raw = f"{data['client_id']}:{data['client_secret']}".encode()
     print(base64.b64encode(raw).decode())
+
+
+# The twin of `authserver clients create --name bench --scope "read write"` (run.sh).
+DCR_METADATA = {"client_name": "bench-dcr", "grant_types": ["client_credentials"],
+                "token_endpoint_auth_method": "client_secret_basic", "scope": "read write"}
+
+
+def cmd_register(port: str) -> None:
+    req = urllib.request.Request(
+        f"http://{HOST}:{int(port)}/register", data=json.dumps(DCR_METADATA).encode(),
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            status, body = resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        sys.exit(f"POST /register answered {exc.code}: {exc.read().decode(errors='replace')}")
+    expected = {"grant_types": ["client_credentials"], "scope": "read write",
+                "token_endpoint_auth_method": "client_secret_basic"}
+    wrong = {k: body.get(k) for k, v in expected.items() if body.get(k) != v}
+    if status != 201 or wrong or not body.get("client_id") or not body.get("client_secret"):
+        sys.exit(f"POST /register: status {status}, unexpected {wrong or 'credentials'} "
+                 "(is [registration] open_scopes set in the config?)")
+    print(json.dumps(body))
 
 
 def _get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -109,7 +144,9 @@ def _runs(path: Path) -> list[dict[str, float]]:
 def cmd_summarize(out_dir: str) -> None:
     rows = []
     failed = False
-    for path in sorted(Path(out_dir).glob("*.jsonl")):
+    order = list(TARGETS)  # the table's order; unknown scenarios after, by name
+    for path in sorted(Path(out_dir).glob("*.jsonl"), key=lambda p: (
+            order.index(p.stem) if p.stem in order else len(order), p.stem)):
         scenario = path.stem
         runs = _runs(path)
         if not runs:
@@ -140,6 +177,34 @@ def cmd_summarize(out_dir: str) -> None:
     print("\n".join(rows))
     if failed:
         print("\nAt least one target was missed or a response failed (see verdict).")
+
+
+def cmd_compare(out_dir: str, first: str, second: str) -> None:
+    """Two scenarios measured interleaved on one server: run-by-run req/s and the ratios, and
+    the medians side by side, so a difference can be held against the run-to-run spread."""
+    a, b = (_runs(Path(out_dir) / f"{name}.jsonl") for name in (first, second))
+    if not a or len(a) != len(b):
+        sys.exit(f"compare: {first} and {second} need the same number of runs")
+    label_a, label_b = (TARGETS.get(n, (n, None, None))[0] for n in (first, second))
+    print(f"Interleaved on one server: run i of `{first}` and run i of `{second}` back to back "
+          "(the order alternating), after one warm-up each.\n")
+    print(f"| run | {first} req/s | {second} req/s | {second} / {first} |\n|---:|---:|---:|---:|")
+    ratios = []
+    for i, (ra, rb) in enumerate(zip(a, b, strict=True), 1):
+        ratios.append(rb["rps"] / ra["rps"])
+        print(f"| {i} | {ra['rps']:,.0f} | {rb['rps']:,.0f} | {ratios[-1]:.3f} |")
+    print(f"\n| medians | {label_a} | {label_b} | difference |\n|---|---:|---:|---:|")
+    for key, name, scale, fmt in (("rps", "req/s", 1, "{:,.0f}"),
+                                  ("lat_p50_us", "p50 ms", 1000, "{:.2f}"),
+                                  ("lat_p99_us", "p99 ms", 1000, "{:.2f}")):
+        ma = statistics.median(r[key] for r in a) / scale
+        mb = statistics.median(r[key] for r in b) / scale
+        print(f"| {name} | {fmt.format(ma)} | {fmt.format(mb)} | {100 * (mb / ma - 1):+.1f} % |")
+    spread = max((max(r["rps"] for r in runs) / min(r["rps"] for r in runs) - 1) * 100
+                 for runs in (a, b))
+    print(f"\nPer-run ratio {second}/{first}: median {statistics.median(ratios):.3f}, "
+          f"range {min(ratios):.3f}-{max(ratios):.3f}; largest run-to-run req/s spread within "
+          f"one scenario: {spread:.1f} %.")
 
 
 def cmd_median(path: str) -> None:
@@ -268,7 +333,8 @@ def main() -> None:
     commands: dict[str, Callable[..., None]] = {
         "freeport": cmd_freeport, "median": cmd_median, "machine": cmd_machine,
         "config": cmd_config, "basic": cmd_basic, "wait": cmd_wait, "check": cmd_check,
-        "summarize": cmd_summarize, "profile": cmd_profile,
+        "summarize": cmd_summarize, "profile": cmd_profile, "register": cmd_register,
+        "compare": cmd_compare,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

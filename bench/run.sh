@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# authserver benchmark: token endpoint (RS256, ES256) and JWKS under wrk, plus profiles.
+# authserver benchmark: token endpoint (RS256, ES256; CLI-created and DCR-registered client) and
+# JWKS under wrk, plus profiles.
 # Run by hand, not by CI:  bash bench/run.sh      (see bench/README.md)
 #
 # The server runs pinned to one core (SERVER_CPU), wrk and the profilers to another (LOAD_CPU).
@@ -9,6 +10,10 @@
 # Knobs (environment): RUNS=5 DURATION=10 WARMUP=5 CONNECTIONS=16 SERVER_CPU=0 LOAD_CPU=1
 #                      PROFILE=1 (py-spy and perf profiles if installed; 0 skips)
 #                      PROFILE_SECONDS=8 BASELINE=1 (bare-Starlette reference run; 0 skips)
+#                      COMPONENTS=1 (in-process layer costs, bench/components.py; 0 skips)
+#                      SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static"
+#                        (the default: all; a subset runs only those, e.g.
+#                        SCENARIOS="token-RS256 token-RS256-dcr" for CLI vs DCR client)
 #                      PYTHON=/path/to/venv/bin/python (else $VIRTUAL_ENV, ./.venv, python3)
 set -euo pipefail
 
@@ -26,8 +31,22 @@ LOAD_CPU=${LOAD_CPU:-1}
 PROFILE=${PROFILE:-1}
 PROFILE_SECONDS=${PROFILE_SECONDS:-8}
 BASELINE=${BASELINE:-1}
+COMPONENTS=${COMPONENTS:-1}
+ALL_SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 
 die() { echo "bench: $*" >&2; exit 2; }
+
+# selected SCENARIO: is it in $SCENARIOS (baseline-static also needs BASELINE=1)?
+selected() {
+  [ "$1" != baseline-static ] || [ "$BASELINE" = 1 ] || return 1
+  case " $SCENARIOS " in *" $1 "*) return 0 ;; esac
+  return 1
+}
+for scenario in $SCENARIOS; do
+  case " $ALL_SCENARIOS " in *" $scenario "*) ;;
+    *) die "unknown scenario '$scenario' in SCENARIOS (known: $ALL_SCENARIOS)" ;; esac
+done
 
 # -- which Python: one with authserver's dependencies and the uvicorn extras --------------------
 find_python() {
@@ -103,19 +122,45 @@ wrk_once() {
     "http://127.0.0.1:$PORT$path"
 }
 
+# run_once SCENARIO I PATH [BASIC] [EXPECT]: run I of SCENARIO, appended to OUT/SCENARIO.jsonl
+run_once() {
+  local scenario=$1 i=$2 line; shift 2
+  wrk_once "$DURATION" "$@" >"$OUT/$scenario.run$i.txt"
+  line=$(sed -n 's/^BENCH //p' "$OUT/$scenario.run$i.txt")
+  [ -n "$line" ] || die "$scenario run $i: no result line (see $OUT/$scenario.run$i.txt)"
+  echo "$line" >>"$OUT/$scenario.jsonl"
+  log "$scenario run $i/$RUNS: $line"
+}
+
 # measure SCENARIO PATH [BASIC] [EXPECT]: warm-up, then RUNS runs into OUT/SCENARIO.jsonl
 measure() {
   local scenario=$1; shift
   log "$scenario: warm-up ${WARMUP}s"
   wrk_once "$WARMUP" "$@" >"$OUT/$scenario.warmup.txt"
   : >"$OUT/$scenario.jsonl"
-  local i line
+  local i
+  for i in $(seq "$RUNS"); do run_once "$scenario" "$i" "$@"; done
+}
+
+# measure_pair PATH EXPECT A BASIC_A B BASIC_B: two scenarios on the running server, interleaved
+# so that drift of the machine hits both alike: a warm-up each, then run i of A and of B back to
+# back, A first in odd runs and B first in even ones.
+measure_pair() {
+  local path=$1 expect=$2 a=$3 basic_a=$4 b=$5 basic_b=$6 i
+  log "$a: warm-up ${WARMUP}s"
+  wrk_once "$WARMUP" "$path" "$basic_a" "$expect" >"$OUT/$a.warmup.txt"
+  log "$b: warm-up ${WARMUP}s"
+  wrk_once "$WARMUP" "$path" "$basic_b" "$expect" >"$OUT/$b.warmup.txt"
+  : >"$OUT/$a.jsonl"
+  : >"$OUT/$b.jsonl"
   for i in $(seq "$RUNS"); do
-    wrk_once "$DURATION" "$@" >"$OUT/$scenario.run$i.txt"
-    line=$(sed -n 's/^BENCH //p' "$OUT/$scenario.run$i.txt")
-    [ -n "$line" ] || die "$scenario run $i: no result line (see $OUT/$scenario.run$i.txt)"
-    echo "$line" >>"$OUT/$scenario.jsonl"
-    log "$scenario run $i/$RUNS: $line"
+    if [ $((i % 2)) = 1 ]; then
+      run_once "$a" "$i" "$path" "$basic_a" "$expect"
+      run_once "$b" "$i" "$path" "$basic_b" "$expect"
+    else
+      run_once "$b" "$i" "$path" "$basic_b" "$expect"
+      run_once "$a" "$i" "$path" "$basic_a" "$expect"
+    fi
   done
 }
 
@@ -160,34 +205,58 @@ profile() {
   helper machine
   echo "- wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
   echo "- command: \`RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS" \
-       "bash bench/run.sh\` (server on core $SERVER_CPU, wrk -t1 -c$CONNECTIONS on core $LOAD_CPU)"
+       "PROFILE=$PROFILE BASELINE=$BASELINE COMPONENTS=$COMPONENTS" \
+       "$([ "$SCENARIOS" = "$ALL_SCENARIOS" ] || echo "SCENARIOS=\"$SCENARIOS\" ")bash" \
+       "bench/run.sh\` (server on core $SERVER_CPU, wrk -t1 -c$CONNECTIONS on core $LOAD_CPU)"
   echo "- authserver from: $ROOT, git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null ||
         echo "${BENCH_REVISION:-unknown (set BENCH_REVISION)}")$(
         [ -d "$ROOT/.git" ] && ! git -C "$ROOT" diff --quiet HEAD -- authserver 2>/dev/null &&
         echo ' + uncommitted changes in authserver/')"
 } >"$OUT/machine.md"
 
-# -- RS256: token endpoint, JWKS -----------------------------------------------------------------
-start_server RS256 RS256
-RS_BASIC=$BASIC
-curl_jwks() { "$PY" -c 'import sys, urllib.request as u; sys.stdout.buffer.write(
-  u.urlopen(f"http://127.0.0.1:{sys.argv[1]}/.well-known/jwks.json", timeout=5).read())' "$1"; }
-curl_jwks "$PORT" >"$TMP/jwks.json"
-measure token-RS256 /token "$BASIC" '"access_token"'
-measure jwks /.well-known/jwks.json "" '"keys"'
-profile token-RS256 /token "$BASIC" '"access_token"'
-profile jwks /.well-known/jwks.json "" '"keys"'
-stop_server
+# -- RS256: token endpoint (CLI-created and DCR-registered client), JWKS -------------------------
+RS_BASIC="" ES_BASIC=""
+if selected token-RS256 || selected token-RS256-dcr || selected jwks ||
+   selected baseline-static; then
+  start_server RS256 RS256
+  RS_BASIC=$BASIC
+  curl_jwks() { "$PY" -c 'import sys, urllib.request as u; sys.stdout.buffer.write(
+    u.urlopen(f"http://127.0.0.1:{sys.argv[1]}/.well-known/jwks.json", timeout=5).read())' "$1"; }
+  curl_jwks "$PORT" >"$TMP/jwks.json"
+  if selected token-RS256-dcr; then
+    # The same server and settings; a client registered over HTTP (RFC 7591, open registration)
+    # with the CLI client's grant type, auth method and scopes.
+    dcr_client=$(helper register "$PORT")
+    DCR_BASIC=$(helper basic "$dcr_client")
+    log "token-RS256-dcr: registered $("$PY" -c 'import json, sys
+print(json.loads(sys.argv[1])["client_id"])' "$dcr_client") through POST /register"
+    helper check "$PORT" "$DCR_BASIC" RS256 | sed 's/^ok:/ok (DCR client):/' |
+      tee -a "$OUT/checks.txt" >&2
+  fi
+  if selected token-RS256 && selected token-RS256-dcr; then
+    measure_pair /token '"access_token"' token-RS256 "$BASIC" token-RS256-dcr "$DCR_BASIC"
+  elif selected token-RS256; then
+    measure token-RS256 /token "$BASIC" '"access_token"'
+  elif selected token-RS256-dcr; then
+    measure token-RS256-dcr /token "$DCR_BASIC" '"access_token"'
+  fi
+  if selected jwks; then measure jwks /.well-known/jwks.json "" '"keys"'; fi
+  if selected token-RS256; then profile token-RS256 /token "$BASIC" '"access_token"'; fi
+  if selected jwks; then profile jwks /.well-known/jwks.json "" '"keys"'; fi
+  stop_server
+fi
 
 # -- ES256: token endpoint -----------------------------------------------------------------------
-start_server ES256 ES256
-ES_BASIC=$BASIC
-measure token-ES256 /token "$BASIC" '"access_token"'
-profile token-ES256 /token "$BASIC" '"access_token"'
-stop_server
+if selected token-ES256; then
+  start_server ES256 ES256
+  ES_BASIC=$BASIC
+  measure token-ES256 /token "$BASIC" '"access_token"'
+  profile token-ES256 /token "$BASIC" '"access_token"'
+  stop_server
+fi
 
 # -- reference: bare Starlette serving the same JWKS bytes ---------------------------------------
-if [ "$BASELINE" = 1 ]; then
+if selected baseline-static; then
   PORT=$(helper freeport)
   log "baseline-static: bare Starlette on 127.0.0.1:$PORT (core $SERVER_CPU)"
   taskset -c "$SERVER_CPU" "$PY" "$HERE/serve.py" --static "$TMP/jwks.json" --port "$PORT" \
@@ -199,8 +268,13 @@ if [ "$BASELINE" = 1 ]; then
 fi
 
 # -- in-process layer costs (no server running; pinned to the server core) ---------------------
-log "in-process layer costs"
-for alg in RS256 ES256; do
+COMPONENT_ALGS=""
+if [ "$COMPONENTS" = 1 ]; then
+  [ -z "$RS_BASIC" ] || COMPONENT_ALGS="RS256"
+  [ -z "$ES_BASIC" ] || COMPONENT_ALGS="$COMPONENT_ALGS ES256"
+fi
+[ -z "$COMPONENT_ALGS" ] || log "in-process layer costs"
+for alg in $COMPONENT_ALGS; do
   basic=$RS_BASIC; [ "$alg" = ES256 ] && basic=$ES_BASIC
   taskset -c "$SERVER_CPU" "$PY" "$HERE/components.py" --config "$TMP/$alg/authserver.toml" \
     --basic "$basic" --rps-token "$(helper median "$OUT/token-$alg.jsonl")" \
@@ -214,7 +288,11 @@ done
   echo "## Medians of $RUNS × ${DURATION}s runs (after a ${WARMUP}s warm-up), $CONNECTIONS connections"
   echo
   helper summarize "$OUT"
-  for alg in RS256 ES256; do
+  if [ -s "$OUT/token-RS256.jsonl" ] && [ -s "$OUT/token-RS256-dcr.jsonl" ]; then
+    echo; echo "## Token endpoint, RS256: CLI-created client vs DCR-registered client"; echo
+    helper compare "$OUT" token-RS256 token-RS256-dcr
+  fi
+  for alg in $COMPONENT_ALGS; do
     echo; echo "## In-process layer costs, $alg key"; echo
     cat "$OUT/components-$alg.md"
   done

@@ -10,6 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from authserver.clients import ClientCache
 from authserver.config import Settings
 from authserver.errors import InvalidClientMetadata, InvalidRequest, InvalidToken, TooManyRequests
 from authserver.ratelimit import RateLimiter
@@ -53,8 +54,10 @@ def _json(body: dict[str, Any], status: int) -> Response:
 
 
 class RegistrationEndpoints:
-    def __init__(self, settings: Settings, registrar: Registrar) -> None:
+    def __init__(self, settings: Settings, registrar: Registrar, cache: ClientCache) -> None:
         self.registrar = registrar
+        # This instance drops its cached copy at once; others follow the event log.
+        self.cache = cache
         self.max_body = settings.server.max_body_bytes
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
@@ -87,6 +90,8 @@ class RegistrationEndpoints:
             body = await json_object(request, self.max_body)
             info = await anyio.to_thread.run_sync(
                 self.registrar.update, client_id, token, body)
+            self.cache.invalidate([client_id])
             return _json(info.body, 200)
         await anyio.to_thread.run_sync(self.registrar.delete, client_id, token)
+        self.cache.invalidate([client_id])
         return Response(None, 204, NO_STORE)
