@@ -132,6 +132,11 @@ class InvalidToken(OAuthError):
     error = "invalid_token"
     status_code = 401
 
+    def __init__(self, description: str = "", *, challenge_error: bool = True) -> None:
+        super().__init__(description)
+        # RFC 6750 §3.1: a request with no credentials gets a challenge without an error code.
+        self.challenge_error = challenge_error
+
 
 class TooManyRequests(OAuthError):
     """Rate limited (RFC 6585 §4): 429 with Retry-After and `retry_after` in the body."""

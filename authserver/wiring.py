@@ -100,7 +100,8 @@ class Runtime:
         """Flush usage first, so this instance never reaps a client it just served."""
         self.flush_usage()
         with self.db.session(write=True) as session:
-            count = registration.reap(session, self.settings.registration, self.clock.now())
+            count = registration.reap(session, self.settings.registration, self.clock.now(),
+                                      self.settings.cache.last_used_flush_interval)
         log.info("reaped %d unused self-registered clients", count)
         return count
 

@@ -155,6 +155,22 @@ BAD_METADATA = [
     ({**MACHINE, "logo_uri": 12}, "invalid_client_metadata", "logo_uri"),
     ({**MACHINE, "tos_uri": "not a url"}, "invalid_client_metadata", "tos_uri"),
     ({**MACHINE, "policy_uri": ""}, "invalid_client_metadata", "policy_uri"),
+    ({**MACHINE, "client_uri": "http://["}, "invalid_client_metadata", "client_uri"),
+    ({**MACHINE, "logo_uri": "https://a.example:port/x"}, "invalid_client_metadata", "logo_uri"),
+    ({"redirect_uris": ["http://evil.example\\@127.0.0.1/cb"]}, "invalid_redirect_uri",
+     "redirect_uris"),
+    ({"redirect_uris": ["https://user:pw@app.example/cb"]}, "invalid_redirect_uri", "user info"),
+    ({**MACHINE, "jwks": {"keys": [{"kty": "OKP", "crv": "X25519",
+                                    "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"}]}},
+     "invalid_client_metadata", "jwks"),
+    ({**MACHINE, "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "use": "enc",
+                                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}},
+     "invalid_client_metadata", "jwks"),
+    ({**MACHINE, "jwks": {"keys": [{"kty": "EC", "crv": "P-256", "key_ops": 7,
+                                    "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+                                    "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}},
+     "invalid_client_metadata", "jwks"),
 ]
 
 
@@ -179,6 +195,9 @@ async def test_bad_metadata_is_refused_naming_the_member(
     (b"client_name=x", "application/x-www-form-urlencoded", 400),
     (b'{"a": ' * 2000 + b"1" + b"}" * 2000, "application/json", 400),
     (b'{"client_name": "' + b"x" * 70000 + b'"}', "application/json", 413),
+    (b'{"scope": "read", "scope": "write"}', "application/json", 400),
+    (b'{"client_name": "\\ud800"}', "application/json", 400),
+    (b'{"client_name": NaN}', "application/json", 400),
 ])
 async def test_malformed_bodies_are_4xx(
     reg: AppHarness, content: bytes, content_type: str, status: int
@@ -468,3 +487,136 @@ async def test_initial_access_tokens_are_stored_as_digests(reg: AppHarness) -> N
         row = session.scalars(select(InitialAccessToken)).one()
         assert iat not in (row.digest, row.id)
         assert len(row.digest) == 64
+
+
+# -- found in review ---------------------------------------------------------------------------
+
+
+async def test_head_reads_and_never_deletes(reg: AppHarness) -> None:
+    body = (await register(reg.http, MACHINE)).json()
+    headers = bearer(body["registration_access_token"])
+    assert (await reg.http.head(config_path(body), headers=headers)).status_code == 200
+    assert (await reg.http.get(config_path(body), headers=headers)).status_code == 200
+    assert (await token(reg.http, body["client_id"], body["client_secret"])).status_code == 200
+
+
+@pytest.mark.parametrize("client_id", ["cli_%00", "%00", "x" * 300, "cli_%0a"])
+async def test_odd_client_ids_in_the_path_are_401(reg: AppHarness, client_id: str) -> None:
+    response = await reg.http.get("/register/" + client_id, headers=bearer("asrat_x"))
+    assert response.status_code == 401
+
+
+async def test_bearer_challenges_follow_rfc6750(tmp_path: Path) -> None:
+    async with running_app(reg_settings(tmp_path, policy="initial_access_token")) as h:
+        missing = await register(h.http, MACHINE)
+        assert missing.headers["www-authenticate"] == 'Bearer realm="authserver"'
+        wrong = await register(h.http, MACHINE, **bearer("asiat_nope"))
+        assert wrong.headers["www-authenticate"].endswith('error="invalid_token"')
+        malformed = await register(h.http, MACHINE, authorization="Bearer a b")
+        assert malformed.status_code == 400
+        assert malformed.json()["error"] == "invalid_request"
+
+
+async def test_an_unknown_address_never_replays(reg: AppHarness) -> None:
+    registrar = reg.runtime.registrar
+    first = remember_all(registrar.register(dict(MACHINE), registration.Origin(None)).body)
+    second = remember_all(registrar.register(dict(MACHINE), registration.Origin(None)).body)
+    assert first["client_id"] != second["client_id"]
+
+
+async def test_array_order_does_not_make_a_new_client(reg: AppHarness) -> None:
+    body = {**MACHINE, "grant_types": ["client_credentials", "refresh_token"],
+            "contacts": ["a@example.com", "b@example.com"]}
+    first = (await register(reg.http, body)).json()
+    again = (await register(reg.http, {
+        **body, "grant_types": ["refresh_token", "client_credentials"],
+        "contacts": ["b@example.com", "a@example.com"]})).json()
+    assert again["client_id"] == first["client_id"]
+
+
+async def test_an_operators_scope_change_is_the_new_ceiling(reg: AppHarness) -> None:
+    from authserver import clients
+
+    body = (await register(reg.http, {**MACHINE, "scope": "read write"})).json()
+    with reg.runtime.db.session(write=True) as session:
+        clients.update_client(session, reg.runtime.catalog, body["client_id"],
+                              clients.ClientUpdate(scopes=("read",)), reg.runtime.clock.now())
+    headers = bearer(body["registration_access_token"])
+    renamed = await reg.http.put(config_path(body), headers=headers,
+                                 json={**MACHINE, "client_name": "renamed"})
+    assert renamed.json()["scope"] == "read"  # the agent cannot undo the narrowing
+    with reg.runtime.db.session(write=True) as session:
+        clients.update_client(session, reg.runtime.catalog, body["client_id"],
+                              clients.ClientUpdate(scopes=("read", "admin")),
+                              reg.runtime.clock.now())
+    widened = await reg.http.put(config_path(body), headers=headers, json=MACHINE)
+    assert widened.json()["scope"] == "admin read"
+
+
+async def test_a_revocation_after_lookup_still_stops_the_use(reg: AppHarness) -> None:
+    from authserver.errors import InvalidToken
+    from authserver.registration.access_tokens import consume_access_token, find_access_token
+
+    iat = new_access_token(reg)
+    now = reg.runtime.clock.now()
+    with reg.runtime.db.session(write=True) as session:
+        row = find_access_token(session, iat, now)
+        token_id = row.id
+        registration.revoke_access_token(session, token_id, now)
+        session.flush()
+        with pytest.raises(InvalidToken):
+            consume_access_token(session, token_id, now)
+
+
+def test_rate_limit_keys_group_ipv6_by_64_and_unmap_ipv4() -> None:
+    from authserver.web.registration import rate_key
+
+    assert rate_key("2001:db8:1:2:aaaa::1") == rate_key("2001:db8:1:2:bbbb::9")
+    assert rate_key("2001:db8:1:3::1") != rate_key("2001:db8:1:2::1")
+    assert rate_key("::ffff:198.51.100.7") == rate_key("198.51.100.7") == "198.51.100.7"
+    assert rate_key(None) == "-"
+
+
+@pytest.mark.parametrize(("hop", "seen"), [
+    ("198.51.100.7:5678", "198.51.100.7"),
+    ("[2001:db8::1]:443", "2001:db8::1"),
+    ("2001:db8::1", "2001:db8::1"),
+    ("unknown", None),
+])
+def test_forwarded_hops_with_ports(hop: str, seen: str | None) -> None:
+    import ipaddress
+
+    from authserver.web.middleware import client_address
+
+    scope = {"type": "http", "client": ("127.0.0.1", 1),
+             "headers": [(b"x-forwarded-for", hop.encode())]}
+    assert client_address(scope, [ipaddress.ip_network("127.0.0.0/8")]) == seen
+
+
+# -- concurrency on both stores ----------------------------------------------------------------
+
+
+async def test_identical_registrations_racing_for_a_tokens_last_use_share_one_client(
+    tmp_path: Path, database_url: str
+) -> None:
+    """All 20 get the one client: the idempotency key, not the token's use count, decides."""
+    import concurrent.futures
+
+    migrator = Database(database_url)
+    migrator.migrate()
+    migrator.dispose()
+    settings = make_settings(tmp_path, database_url=database_url, scopes=SCOPES)
+    async with running_app(settings) as h:
+        iat = new_access_token(h, scopes=["read"], max_uses=1)
+        origin = registration.Origin("198.51.100.7", iat)
+
+        def attempt(_: int) -> dict[str, Any]:
+            return remember_all(h.runtime.registrar.register(dict(MACHINE), origin).body)
+
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            bodies = list(pool.map(attempt, range(20)))
+        assert len({b["client_id"] for b in bodies}) == 1
+        assert len({b["client_secret"] for b in bodies}) == 1
+        with h.runtime.db.session() as session:
+            assert len(session.scalars(select(Client)).all()) == 1
+            assert session.scalars(select(InitialAccessToken)).one().uses == 1

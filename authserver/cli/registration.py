@@ -68,13 +68,14 @@ def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reap(args: argparse.Namespace, settings: Settings) -> int:
     now = SystemClock().now()
     rules = settings.registration
+    margin = settings.cache.last_used_flush_interval
     with database(settings).session(write=True) as session:
         if args.dry_run:
-            stale = registration.stale_clients(session, rules, now)
+            stale = registration.stale_clients(session, rules, now, margin)
             count = len(stale)
             ids = [client_id for client_id, _ in stale]
         else:
-            count = registration.reap(session, rules, now)
+            count = registration.reap(session, rules, now, margin)
             ids = []
     verb = "would reap" if args.dry_run else "reaped"
     out(args, {"reaped": count, "dry_run": args.dry_run, "client_ids": ids},

@@ -158,6 +158,10 @@ def update_client(
     if change.scopes is not None:
         row.scopes = list(catalog.check_client_scopes(change.scopes))
         changed.append("scopes")
+        if row.registration is not None:
+            # The operator's choice is the new ceiling: an RFC 7592 update can neither undo a
+            # narrowing nor climb above a widening.
+            row.registration.scope_ceiling = list(row.scopes)
     if change.ip_allow is not None:
         row.ip_allow = check_cidrs(list(change.ip_allow))
         changed.append("ip_allow")

@@ -122,6 +122,11 @@ def check_jwks(value: Any) -> dict[str, Any]:
             raise Invalid("jwks: every key must be a JSON object")
         if _PRIVATE_JWK_MEMBERS & set(jwk):
             raise Invalid("jwks: contains private or symmetric key material; send public keys")
+        ops = jwk.get("key_ops")
+        if jwk.get("use", "sig") != "sig" or jwk.get("crv") in ("X25519", "X448") or (
+            ops is not None and (not isinstance(ops, list) or "verify" not in ops)
+        ):
+            raise Invalid("jwks: only signature keys are accepted (use \"sig\", not encryption)")
     try:
         KeySet.import_key_set(value)  # type: ignore[arg-type]
     except (JoseError, ValueError, KeyError, TypeError) as exc:

@@ -109,14 +109,16 @@ def find_access_token(session: Session, token: str, now: float) -> InitialAccess
     return row
 
 
-def consume_access_token(session: Session, token_id: str) -> None:
-    """Count one use, atomically: two registrations racing for the last use cannot both win."""
+def consume_access_token(session: Session, token_id: str, now: float) -> None:
+    """Count one use, atomically: two registrations racing for the last use cannot both win,
+    and a revocation or expiry committed since the token was looked up still counts."""
     table = cast(Table, InitialAccessToken.__table__)
     result = session.connection().execute(
         update(table)
-        .where(table.c.id == token_id)
+        .where(table.c.id == token_id, table.c.revoked_at.is_(None))
+        .where(or_(table.c.expires_at.is_(None), table.c.expires_at > now))
         .where(or_(table.c.max_uses.is_(None), table.c.uses < table.c.max_uses))
         .values(uses=table.c.uses + 1)
     )
     if result.rowcount != 1:
-        raise InvalidToken("The initial access token has no uses left")
+        raise InvalidToken("The initial access token has no uses left, expired or was revoked")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from authserver.clients.admin import check_key_source
 from authserver.clients.records import AUTH_METHODS, AuthMethod
@@ -49,6 +49,10 @@ class ClientMetadata:
     logo_uri: str | None
     tos_uri: str | None
     policy_uri: str | None
+
+    def identity(self) -> dict[str, Any]:
+        """`stored()` with set-like arrays sorted: what the idempotency rule compares."""
+        return {k: sorted(v) if isinstance(v, list) else v for k, v in self.stored().items()}
 
     def stored(self) -> dict[str, Any]:
         """As JSON (for the store, the responses and the idempotency key): absent members and
@@ -98,28 +102,40 @@ def _choices(
     return values
 
 
+def _split(value: str) -> SplitResult | None:
+    """The URL's parts, or None when Python cannot parse it (bad IPv6 literal or port)."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return None
+    return parts
+
+
 def _web_url(body: Mapping[str, Any], name: str) -> str | None:
     value = _text(body, name, MAX_URL)
     if value is not None:
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname:
+        parts = _split(value)
+        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
             raise InvalidClientMetadata(f"{name}: must be an absolute http(s) URL")
     return value
 
 
 def check_redirect_uri(uri: str) -> str:
     """RFC 7591 §2 / OAuth 2.1 §2.3.1: https, or http on a loopback host (RFC 8252 §7.3);
-    absolute and without a fragment."""
-    try:
-        parts = urlsplit(uri)
-        host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as exc:
-        raise InvalidRedirectUri(f"redirect_uris: {uri!r} is not a valid URL") from exc
+    absolute, without a fragment or user info."""
+    parts = _split(uri)
+    if parts is None:
+        raise InvalidRedirectUri(f"redirect_uris: {uri!r} is not a valid URL")
     if parts.fragment or "#" in uri:
         raise InvalidRedirectUri(f"redirect_uris: {uri!r} must not contain a fragment")
+    host = parts.hostname
     if not host:
         raise InvalidRedirectUri(f"redirect_uris: {uri!r} must be an absolute URL")
+    # Browsers read a backslash as "/" (WHATWG URL): "http://evil.example\@127.0.0.1/" goes to evil.
+    if "\\" in uri or "@" in parts.netloc:
+        raise InvalidRedirectUri(
+            f"redirect_uris: {uri!r} must not contain user info or backslashes")
     if parts.scheme == "https" or (parts.scheme == "http" and host in LOOPBACK_HOSTS):
         return uri
     raise InvalidRedirectUri(

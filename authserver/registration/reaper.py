@@ -17,21 +17,26 @@ from authserver.config import RegistrationSettings
 from authserver.storage.models import Client
 
 
-def _stale(settings: RegistrationSettings, now: float) -> ColumnElement[bool] | None:
+def _stale(
+    settings: RegistrationSettings, now: float, margin: float
+) -> ColumnElement[bool] | None:
+    """`margin` (the last-use flush interval) covers a use another instance has not yet
+    written: it is in the store by the time the client is that much older."""
     rules = []
     if settings.reap_unused_after > 0:
         rules.append(and_(Client.last_used_at.is_(None),
-                          Client.created_at < now - settings.reap_unused_after))
+                          Client.created_at < now - settings.reap_unused_after - margin))
     if settings.reap_idle_after > 0:
-        rules.append(Client.last_used_at < now - settings.reap_idle_after)
+        rules.append(Client.last_used_at < now - settings.reap_idle_after - margin)
     return and_(Client.origin == "dcr", or_(*rules)) if rules else None
 
 
 def stale_clients(
-    session: Session, settings: RegistrationSettings, now: float, limit: int = 1000
+    session: Session, settings: RegistrationSettings, now: float, margin: float,
+    limit: int = 1000,
 ) -> list[tuple[str, str]]:
     """(client_id, org_id) of clients the reaping rule selects, oldest first."""
-    rule = _stale(settings, now)
+    rule = _stale(settings, now, margin)
     if rule is None:
         return []
     query = select(Client.client_id, Client.org_id).where(rule).order_by(
@@ -39,15 +44,18 @@ def stale_clients(
     return [(cid, org) for cid, org in session.execute(query)]
 
 
-def reap(session: Session, settings: RegistrationSettings, now: float, limit: int = 1000) -> int:
+def reap(
+    session: Session, settings: RegistrationSettings, now: float, margin: float,
+    limit: int = 1000,
+) -> int:
     """Delete stale self-registered clients (each with its `client.deleted` event); returns how
     many. Each delete re-checks the rule, so a client used meanwhile, or reaped by another
     instance, is left alone."""
-    rule = _stale(settings, now)
+    rule = _stale(settings, now, margin)
     if rule is None:
         return 0
     count = 0
-    for client_id, org_id in stale_clients(session, settings, now, limit):
+    for client_id, org_id in stale_clients(session, settings, now, margin, limit):
         result = session.execute(delete(Client).where(Client.client_id == client_id, rule))
         if result.rowcount == 1:  # type: ignore[attr-defined]
             events.record(session, "client.deleted", client_id, now, org_id,

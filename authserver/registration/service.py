@@ -38,6 +38,8 @@ _SECURITY_FIELDS = ("scopes", "grant_types", "auth_method", "jwks", "jwks_uri")
 _SERVER_MEMBERS = ("registration_access_token", "registration_client_uri",
                    "client_secret_expires_at", "client_id_issued_at")
 DEFAULT_NAME = "Self-registered client"
+MAX_CLIENT_ID = 128
+_NO_DIGEST = "0" * 64
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -111,11 +113,17 @@ class Registrar:
         raise AssertionError("unreachable")
 
     def _idempotency_key(self, metadata: ClientMetadata, origin: Origin) -> str | None:
+        """None when replay is off, or when there is no origin to tell registrants apart (an
+        open registration from an unknown address must never share another's client)."""
         if self.settings.idempotency_window <= 0:
             return None
-        who = (f"iat:{hashing.digest(origin.initial_access_token)}"
-               if origin.initial_access_token else f"ip:{origin.source_address or '-'}")
-        canonical = orjson.dumps({"origin": who, "metadata": metadata.stored()},
+        if origin.initial_access_token:
+            who = f"iat:{hashing.digest(origin.initial_access_token)}"
+        elif origin.source_address:
+            who = f"ip:{origin.source_address}"
+        else:
+            return None
+        canonical = orjson.dumps({"origin": who, "metadata": metadata.identity()},
                                  option=orjson.OPT_SORT_KEYS)
         return hashlib.sha256(canonical).hexdigest()
 
@@ -127,7 +135,8 @@ class Registrar:
         if origin.initial_access_token:
             token_row = find_access_token(session, origin.initial_access_token, now)
         elif self.settings.policy == "initial_access_token":
-            raise InvalidToken("Registration requires an initial access token (Bearer)")
+            raise InvalidToken("Registration requires an initial access token (Bearer)",
+                               challenge_error=False)
         if key is not None:
             earlier = session.scalars(
                 select(ClientRegistration).where(ClientRegistration.idempotency_key == key)
@@ -142,8 +151,6 @@ class Registrar:
         ceiling -= self.catalog.api_key_only
         requested = metadata.scope
         scopes = sorted(ceiling if requested is None else ceiling & set(requested))
-        if token_row is not None:
-            consume_access_token(session, token_row.id)
         client_id = hashing.new_client_id()
         secret = self._derived_secret(client_id)
         spec = ClientSpec(
@@ -163,7 +170,11 @@ class Registrar:
             scope_ceiling=sorted(ceiling), token_digest=hashing.digest(token),
             idempotency_key=key, created_at=now,
         ))
+        # The unique idempotency key is checked first, so a concurrent identical registration
+        # replays the winner's client instead of racing it for the token's last use.
         session.flush()
+        if token_row is not None:
+            consume_access_token(session, token_row.id, now)
         row = client_row(session, client_id)
         assert row.registration is not None
         return ClientInformation(self._information(row, row.registration, token, secret_or_none))
@@ -189,10 +200,14 @@ class Registrar:
     ) -> tuple[Client, ClientRegistration, str]:
         """The client whose registration access token this is; one answer for every failure,
         so it never confirms that a client exists."""
-        registration = session.get(ClientRegistration, client_id)
-        if token is None or registration is None or not hashing.matches(
-            token, registration.token_digest
-        ):
+        if token is None:
+            raise InvalidToken("A registration access token is required", challenge_error=False)
+        registration = None
+        if 0 < len(client_id) <= MAX_CLIENT_ID and client_id.isprintable():
+            registration = session.get(ClientRegistration, client_id)
+        # The digest is compared whether or not the client exists (no timing difference).
+        matches = hashing.matches(token, registration.token_digest if registration else _NO_DIGEST)
+        if registration is None or not matches:
             raise InvalidToken("The registration access token is invalid for this client")
         return registration.client, registration, token
 
@@ -207,15 +222,16 @@ class Registrar:
     def update(self, client_id: str, token: str | None, body: dict[str, Any]) -> ClientInformation:
         """RFC 7592 §2.2: replace the metadata. The extension member `rotate_client_secret:
         true` asks for a new secret (returned once)."""
-        body_id = body.get("client_id")
-        if body_id is not None and body_id != client_id:
-            raise InvalidClientMetadata("client_id: does not match the registration")
-        rotate = body.get("rotate_client_secret", False)
-        if not isinstance(rotate, bool):
-            raise InvalidClientMetadata("rotate_client_secret: must be true or false")
-        metadata = parse_metadata({k: v for k, v in body.items() if k not in _SERVER_MEMBERS})
         with self.db.session(write=True) as session:
             row, registration, token = self._authorize(session, client_id, token)
+            body_id = body.get("client_id")
+            if body_id is not None and body_id != client_id:
+                raise InvalidClientMetadata("client_id: does not match the registration")
+            rotate = body.get("rotate_client_secret", False)
+            if not isinstance(rotate, bool):
+                raise InvalidClientMetadata("rotate_client_secret: must be true or false")
+            metadata = parse_metadata(
+                {k: v for k, v in body.items() if k not in _SERVER_MEMBERS})
             presented = body.get("client_secret")
             if presented is not None and not (
                 isinstance(presented, str) and row.secret_digest

@@ -35,7 +35,8 @@ def oauth_error_response(exc: OAuthError) -> Response:
     if isinstance(exc, InvalidClient):
         headers["www-authenticate"] = 'Basic realm="authserver", charset="UTF-8"'
     elif isinstance(exc, InvalidToken):
-        headers["www-authenticate"] = 'Bearer realm="authserver", error="invalid_token"'
+        headers["www-authenticate"] = 'Bearer realm="authserver"' + (
+            ', error="invalid_token"' if exc.challenge_error else "")
     if exc.retry_after is not None:
         headers["retry-after"] = str(exc.retry_after)
         body["retry_after"] = exc.retry_after

@@ -67,19 +67,28 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
     if not trusted or peer is None or not _in(peer, trusted):
         return peer
     forwarded = Headers(scope=scope).getlist("x-forwarded-for")
-    hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
+    hops = [_host(hop) for value in forwarded for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _in(hop, trusted):
-            return hop if _valid(hop) else None
-    return hops[0] if hops and _valid(hops[0]) else peer
+        if hop is None or not _in(hop, trusted):
+            return hop
+    return hops[0] if hops and hops[0] else peer
 
 
-def _valid(address: str) -> bool:
-    try:
-        ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return True
+def _host(hop: str) -> str | None:
+    """An X-Forwarded-For entry as a bare IP: some balancers append a port (`1.2.3.4:5678`,
+    `[2001:db8::1]:443`). None for anything that is not an address."""
+    hop = hop.strip()
+    candidates = [hop]
+    if hop.startswith("["):
+        candidates.append(hop[1:].partition("]")[0])
+    elif hop.count(":") == 1:
+        candidates.append(hop.partition(":")[0])
+    for candidate in candidates:
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            continue
+    return None
 
 
 def _in(address: str, networks: Sequence[Network]) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
 import anyio.to_thread
 import orjson
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,24 +31,51 @@ def bearer_token(authorization: str | None) -> str | None:
         return None
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or len(token) > 512 or " " in token:
+    if scheme.lower() != "bearer":
         raise InvalidToken("Send the token as Authorization: Bearer <token>")
+    if not token or len(token) > 512 or " " in token:
+        raise InvalidRequest("Malformed Authorization: Bearer header")  # RFC 6750 §3.1
     return token
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidClientMetadata(f"{key}: given twice")
+        out[key] = value
+    return out
+
+
 async def json_object(request: Request, limit: int) -> dict[str, Any]:
-    """The body as a JSON object; anything else is a 400 naming the problem."""
+    """The body as a JSON object; anything else is a 400 naming the problem. orjson checks the
+    JSON strictly (UTF-8, no lone surrogates, depth); a second pass refuses repeated members,
+    which would otherwise collapse silently (last one wins)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media not in JSON_TYPES:
         raise InvalidRequest("Content-Type must be application/json")
     raw = await read_body(request, limit)
     try:
-        body = orjson.loads(raw)
+        orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidClientMetadata("The request body is not valid JSON (UTF-8)") from exc
+    body = json.loads(raw, object_pairs_hook=_no_duplicates)
     if not isinstance(body, dict):
         raise InvalidClientMetadata("The request body must be a JSON object of client metadata")
     return body
+
+
+def rate_key(address: str | None) -> str:
+    """IPv6 callers are counted per /64 (one host usually holds a whole /64); IPv4-mapped
+    addresses count as their IPv4 address."""
+    if address is None:
+        return "-"
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _json(body: dict[str, Any], status: int) -> Response:
@@ -69,7 +98,7 @@ class RegistrationEndpoints:
         """RFC 7591 §3.1 client registration request."""
         address = client_address(request.scope, self.trusted)
         if self.limiter is not None:
-            wait = self.limiter.hit(address or "-")
+            wait = self.limiter.hit(rate_key(address))
             if wait is not None:
                 raise TooManyRequests(
                     "Too many registrations from this address; retry later", wait)
@@ -83,7 +112,7 @@ class RegistrationEndpoints:
         """RFC 7592 §2: read (GET), update (PUT) or delete (DELETE) one's own registration."""
         client_id = request.path_params["client_id"]
         token = bearer_token(request.headers.get("authorization"))
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             info = await anyio.to_thread.run_sync(self.registrar.read, client_id, token)
             return _json(info.body, 200)
         if request.method == "PUT":
@@ -92,6 +121,8 @@ class RegistrationEndpoints:
                 self.registrar.update, client_id, token, body)
             self.cache.invalidate([client_id])
             return _json(info.body, 200)
-        await anyio.to_thread.run_sync(self.registrar.delete, client_id, token)
-        self.cache.invalidate([client_id])
-        return Response(None, 204, NO_STORE)
+        if request.method == "DELETE":
+            await anyio.to_thread.run_sync(self.registrar.delete, client_id, token)
+            self.cache.invalidate([client_id])
+            return Response(None, 204, NO_STORE)
+        raise HTTPException(405, headers={"allow": "GET, HEAD, PUT, DELETE"})
