@@ -183,7 +183,9 @@ def bind_loopback() -> tuple[socket.socket, str]:
 def serve_in_thread(app: Any, sock: socket.socket) -> tuple[uvicorn.Server, threading.Thread]:
     """Run `app` under uvicorn on `sock` in a daemon thread; returns once it is serving."""
     # log_config=None: uvicorn's loggers propagate to the root, so the leak check sees them
-    config = uvicorn.Config(app, log_config=None, log_level="debug", lifespan="on")
+    # proxy_headers=False as `authserver serve` does: the app's trusted_proxies decide alone
+    config = uvicorn.Config(app, log_config=None, log_level="debug", lifespan="on",
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

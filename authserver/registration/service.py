@@ -156,6 +156,9 @@ class Registrar:
         spec = ClientSpec(
             name=metadata.client_name or metadata.software_id or DEFAULT_NAME,
             scopes=tuple(scopes), auth_method=metadata.token_endpoint_auth_method,
+            # Every configured resource server (RFC 8707): agents such as the MCP SDK always
+            # send `resource`; the scopes a token gets stay bounded by the resource's own set.
+            resources=tuple(sorted(self.catalog.resources)),
             jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
             grant_types=metadata.grant_types, origin="dcr",
         )

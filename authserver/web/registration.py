@@ -59,7 +59,10 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
         orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidClientMetadata("The request body is not valid JSON (UTF-8)") from exc
-    body = json.loads(raw, object_pairs_hook=_no_duplicates)
+    try:
+        body = json.loads(raw, object_pairs_hook=_no_duplicates)
+    except RecursionError as exc:  # orjson allows deeper nesting than the stdlib parser
+        raise InvalidClientMetadata("The request body is nested too deeply") from exc
     if not isinstance(body, dict):
         raise InvalidClientMetadata("The request body must be a JSON object of client metadata")
     return body
