@@ -181,3 +181,34 @@ async def test_registration_cli(
     assert revoked["state"] == "revoked"
     assert "no initial access token" in cli_fails(capsys, config, "registration-tokens",
                                                   "revoke", "iat_missing")
+
+
+async def eventually(check: Any, seconds: float = 5.0) -> None:
+    """Poll the store until `check()` holds (the background tasks run on real time)."""
+    import anyio
+
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await anyio.sleep(0.02)
+    raise AssertionError("the background task did not act in time")
+
+
+async def test_serve_reaps_and_flushes_by_itself(tmp_path: Path, clock: FakeClock) -> None:
+    """The background tasks of a running server: last-use flush and reaper, no manual call."""
+    settings = make_settings(tmp_path, registration={"reap_interval": 0.05},
+                             cache={"last_used_flush_interval": 0.05})
+    async with running_app(settings, clock) as h:
+        unused = await register(h.http, "unused")
+        used = await register(h.http, "used")
+        await use(h.http, used)
+
+        def last_used() -> float | None:
+            with h.runtime.db.session() as session:
+                row = session.get(Client, used["client_id"])
+                return None if row is None else row.last_used_at
+
+        await eventually(lambda: last_used() == clock.now())
+        clock.advance(DAY + 1)
+        await eventually(lambda: unused["client_id"] not in client_ids(h.runtime))
+        assert used["client_id"] in client_ids(h.runtime)
