@@ -22,6 +22,7 @@ EventType = Literal[
     "client.disabled",
     "client.enabled",
     "client.deleted",
+    "token.revoked",
 ]
 
 

@@ -113,6 +113,8 @@ class KeySnapshot:
     etag: str
     views: tuple[KeyView, ...]
     valid_until: float
+    # Every published key by kid: what our own tokens are verified with (introspection).
+    published: Mapping[str, SigningKey] = field(default_factory=dict)
 
 
 def generate_key(alg: str) -> Any:
@@ -251,7 +253,8 @@ def compute_snapshot(
     published = [by_kid[v.kid].public_jwk for v in views if v.state != "expired"]
     jwks = json.dumps({"keys": published}, separators=(",", ":")).encode()
     etag = '"' + hashlib.sha256(jwks).hexdigest()[:32] + '"'
-    return KeySnapshot(signer, jwks, etag, tuple(views), min(changes, default=float("inf")))
+    return KeySnapshot(signer, jwks, etag, tuple(views), min(changes, default=float("inf")),
+                       {v.kid: by_kid[v.kid] for v in views if v.state != "expired"})
 
 
 class Keyring:

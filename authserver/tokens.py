@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authserver.keyring import SigningKey
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jws import extract_compact
+
+from authserver.keyring import SigningKey, jws_registry
 
 ACCESS_TOKEN_TYP = "at+jwt"
 
@@ -51,3 +58,32 @@ def mint_access_token(
     if scopes:
         claims["scope"] = " ".join(scopes)
     return IssuedToken(signer.sign(claims, ACCESS_TOKEN_TYP), claims, lifetime)
+
+
+MAX_TOKEN = 8192
+
+
+def verify_access_token(
+    token: str, keys: Mapping[str, SigningKey], issuer: str
+) -> dict[str, Any] | None:
+    """The claims of an access token this server signed (signature by a published key, `typ`
+    at+jwt, our `iss`, the RFC 9068 claims present), else None. Expiry is the caller's call."""
+    if not token or len(token) > MAX_TOKEN:
+        return None
+    try:
+        header = extract_compact(token.encode("ascii")).headers()
+        key = keys.get(header.get("kid", ""))
+        if key is None or header.get("alg") != key.alg or header.get("typ") != ACCESS_TOKEN_TYP:
+            return None
+        claims = jwt.decode(token, key.key, registry=jws_registry([key.alg])).claims
+    except (JoseError, ValueError, UnicodeError, json.JSONDecodeError, TypeError):
+        return None
+    if claims.get("iss") != issuer or not isinstance(claims.get("jti"), str) \
+            or not isinstance(claims.get("client_id"), str):
+        return None
+    for name in ("exp", "iat"):
+        value = claims.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            return None
+    return claims

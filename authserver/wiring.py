@@ -20,9 +20,11 @@ from authserver.clock import Clock, SystemClock
 from authserver.config import Settings
 from authserver.keyring import KeyFileError, Keyring
 from authserver.oauth.client_auth import ClientAuthenticator
+from authserver.oauth.revocation import RevocationService
 from authserver.oauth.token import TokenService
 from authserver.outbound import JsonFetcher
 from authserver.replay import MemoryReplayCache
+from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.web.app import build_app
@@ -35,6 +37,7 @@ log = logging.getLogger("authserver")
 EVENT_RESCAN_MARGIN = 10.0
 # The server key self-registered clients' credentials are derived from (docs/registration.md).
 REGISTRATION_KEY = "registration.key"
+DENY_LIST_PURGE_INTERVAL = 3600.0
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Runtime:
     tokens: TokenService
     usage: UsageTracker
     registrar: registration.Registrar
+    denied: DenyList
+    revocation: RevocationService
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -71,6 +76,7 @@ class Runtime:
     def apply_events(self, fresh: list[events.EventRecord]) -> None:
         """Invalidate what the events name (on the event loop, beside the cache's readers)."""
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
+        self.denied.apply(fresh)
         self.last_poll_ok = self.clock.now()
 
     def enforce_staleness(self) -> None:
@@ -105,9 +111,18 @@ class Runtime:
         log.info("reaped %d unused self-registered clients", count)
         return count
 
+    def purge_deny_list(self) -> int:
+        """Revoked tokens past their `exp` need no deny-list entry any more."""
+        now = self.clock.now()
+        with self.db.session(write=True) as session:
+            count = purge_denied(session, now)
+        self.denied.purge(now)
+        return count
+
     def start_position(self) -> None:
         with self.db.session() as session:
             self.event_cursor = events.last_id(session)
+            self.denied.load(session, self.clock.now())
         self.last_poll_ok = self.clock.now()
 
 
@@ -122,12 +137,16 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     usage = UsageTracker()
     tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
                           catalog, usage)
+    denied = DenyList()
+    directory = tokens.clients
+    inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied)
+    revocation = RevocationService(tokens, inspector, denied, db, clock)
     keys_dir = Path(settings.keys_dir)
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     registrar = registration.Registrar(
         settings, catalog, db, clock, hashing.load_or_create_key(keys_dir / REGISTRATION_KEY))
     return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
-                   registrar)
+                   registrar, denied, revocation)
 
 
 def prepare_storage(db: Database) -> None:
@@ -182,6 +201,9 @@ def create_app(
         async def reap() -> None:
             await anyio.to_thread.run_sync(rt.reap_registrations)
 
+        async def purge() -> None:
+            await anyio.to_thread.run_sync(rt.purge_deny_list)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
                           follow_events)
@@ -190,6 +212,7 @@ def create_app(
                           watch_staleness)
             tg.start_soon(_every, settings.cache.last_used_flush_interval, "last-use flush",
                           flush_usage)
+            tg.start_soon(_every, DENY_LIST_PURGE_INTERVAL, "deny-list purge", purge)
             if settings.registration.policy != "closed":
                 tg.start_soon(_every, settings.registration.reap_interval, "registration reaper",
                               reap)
@@ -206,7 +229,7 @@ def create_app(
 
     app = build_app(
         wellknown=WellKnown(settings, rt.catalog, rt.keyring, rt.clock),
-        oauth=OAuthEndpoints(settings, rt.tokens),
+        oauth=OAuthEndpoints(settings, rt.tokens, rt.revocation),
         registration=None if settings.registration.policy == "closed"
         else RegistrationEndpoints(settings, rt.registrar, rt.cache),
         lifespan=lifespan,

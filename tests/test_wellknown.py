@@ -16,6 +16,8 @@ EXPECTED = {
     "authorization_endpoint": ("GET", {400}),
     "jwks_uri": ("GET", {200}),
     "registration_endpoint": ("POST", {400}),
+    "revocation_endpoint": ("POST", {400}),
+    "introspection_endpoint": ("POST", {400}),
 }
 
 

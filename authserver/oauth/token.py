@@ -65,19 +65,11 @@ class TokenService:
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise InvalidRequest("grant_type is required")
-        creds = extract_credentials(params, request.authorization)
-        found = await self.clients.get(creds.client_id)
-        client = await self.authenticator.authenticate(creds, found)
+        client = await self.authenticate(params, request.authorization, request.client_ip)
         if grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("This grant_type is not supported")
         if grant_type not in client.grant_types:
             raise UnauthorizedClient("This client may not use the client_credentials grant")
-        if not client.ip_allowed(request.client_ip):
-            raise InvalidClient(
-                "Client authentication failed: this address is not on the client's allowlist",
-                detail=f"ip {request.client_ip} not allowed",
-                used_basic=creds.method == "client_secret_basic",
-            )
         audience, allowed = self._audience(client, request.resources)
         allowed = allowed - self.catalog.api_key_only  # also if flagged after the client was made
         scopes = self._scopes(params.get("scope"), allowed)
@@ -99,6 +91,22 @@ class TokenService:
         if scopes:
             body["scope"] = " ".join(scopes)
         return body
+
+    async def authenticate(
+        self, params: Mapping[str, str], authorization: str | None, client_ip: str | None
+    ) -> ClientRecord:
+        """RFC 6749 §2.3 client authentication, as every client-authenticated endpoint does
+        it (token, revocation, introspection), including the client's IP allowlist."""
+        creds = extract_credentials(params, authorization)
+        found = await self.clients.get(creds.client_id)
+        client = await self.authenticator.authenticate(creds, found)
+        if not client.ip_allowed(client_ip):
+            raise InvalidClient(
+                "Client authentication failed: this address is not on the client's allowlist",
+                detail=f"ip {client_ip} not allowed",
+                used_basic=creds.method == "client_secret_basic",
+            )
+        return client
 
     def _audience(
         self, client: ClientRecord, resources: Sequence[str]

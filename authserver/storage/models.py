@@ -105,3 +105,15 @@ class Event(Base):
     subject: Mapped[str] = mapped_column(String(200), index=True)
     org_id: Mapped[str | None] = mapped_column(String(64), default=None)
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class RevokedToken(Base):
+    """RFC 7009 revocations: the deny-list, one row per `jti` until the token's `exp`."""
+
+    __tablename__ = "revoked_tokens"
+    __table_args__ = (Index("ix_revoked_tokens_exp", "exp"),)
+
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128))
+    exp: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float] = mapped_column(Float)

@@ -40,6 +40,8 @@ def build_app(
               methods=["GET"]),
         Route("/.well-known/oauth-protected-resource", wellknown.protected_resource,
               methods=["GET"]),
+        Route("/revoke", oauth.revoke, methods=["POST"]),
+        Route("/introspect", oauth.introspect, methods=["POST"]),
         Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
     ]
     if registration is not None:

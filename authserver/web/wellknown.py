@@ -36,6 +36,12 @@ def authorization_server_metadata(settings: Settings, catalog: ScopeCatalog) -> 
         "grant_types_supported": sorted(SUPPORTED_GRANTS),
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "revocation_endpoint": settings.endpoint("/revoke"),
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "introspection_endpoint": settings.endpoint("/introspect"),
+        "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
     }
     if settings.registration.policy != "closed":
         doc["registration_endpoint"] = settings.endpoint("/register")

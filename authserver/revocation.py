@@ -1,0 +1,110 @@
+"""What makes a token dead before its `exp`: the client's cutoff and the `jti` deny-list.
+
+A change to a client sets its cutoff (`clients.cutoff`); RFC 7009 revocation of one token puts
+its `jti` on the deny-list until the token's `exp`. Both are events in the append-only log,
+written in the transaction of the change, so every instance (and every resource server reading
+the SET feed) learns of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from authserver import events
+from authserver.clients import ClientDirectory
+from authserver.clients.records import ClientRecord
+from authserver.clock import Clock
+from authserver.keyring import Keyring
+from authserver.storage.models import RevokedToken
+from authserver.tokens import verify_access_token
+
+
+def deny_token(session: Session, jti: str, client_id: str, exp: float, now: float) -> bool:
+    """Put a token on the deny-list until `exp`; False (and no event) when it already is."""
+    if session.get(RevokedToken, jti) is not None:
+        return False
+    session.add(RevokedToken(jti=jti, client_id=client_id, exp=exp, revoked_at=now))
+    events.record(session, "token.revoked", client_id, now, None,
+                  {"jti": jti, "client_id": client_id, "exp": exp})
+    return True
+
+
+def purge_denied(session: Session, now: float) -> int:
+    """Drop deny-list rows of tokens that have expired anyway."""
+    result = session.execute(delete(RevokedToken).where(RevokedToken.exp < now))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class DenyList:
+    """The deny-list in memory: loaded at start, then kept by `token.revoked` events."""
+
+    def __init__(self) -> None:
+        self._exp: dict[str, float] = {}
+
+    def load(self, session: Session, now: float) -> None:
+        rows = session.execute(select(RevokedToken.jti, RevokedToken.exp)
+                               .where(RevokedToken.exp >= now))
+        self._exp = {jti: exp for jti, exp in rows}
+
+    def add(self, jti: str, exp: float) -> None:
+        self._exp[jti] = exp
+
+    def apply(self, fresh: Iterable[events.EventRecord]) -> None:
+        for event in fresh:
+            if event.type == "token.revoked":
+                self.add(str(event.data["jti"]), float(event.data["exp"]))
+
+    def __contains__(self, jti: str) -> bool:
+        return jti in self._exp
+
+    def purge(self, now: float) -> None:
+        self._exp = {jti: exp for jti, exp in self._exp.items() if exp >= now}
+
+
+def token_state(
+    claims: dict[str, Any], client: ClientRecord | None, denied: DenyList, now: float
+) -> str | None:
+    """Why a verified token is dead, or None when it is alive."""
+    if claims["exp"] <= now:
+        return "expired"
+    if client is None or client.client_id != claims["client_id"]:
+        return "client unknown"
+    if not client.active:
+        return "client disabled"
+    if claims["iat"] < client.tokens_valid_after:
+        return "cut off"
+    if claims["jti"] in denied:
+        return "revoked"
+    return None
+
+
+class TokenInspector:
+    """Reads our own access tokens back: signature, issuer, then the revocation state."""
+
+    def __init__(
+        self, issuer: str, clock: Clock, keyring: Keyring, clients: ClientDirectory,
+        denied: DenyList,
+    ) -> None:
+        self.issuer = issuer
+        self.clock = clock
+        self.keyring = keyring
+        self.clients = clients
+        self.denied = denied
+
+    def verified(self, token: str) -> dict[str, Any] | None:
+        """Claims when we signed it (expired or not), else None."""
+        snapshot = self.keyring.snapshot(self.clock.now())
+        return verify_access_token(token, snapshot.published, self.issuer)
+
+    async def active(self, token: str) -> dict[str, Any] | None:
+        """Claims of a token that is alive right now, else None (RFC 7662 `active`)."""
+        now = self.clock.now()
+        claims = self.verified(token)
+        if claims is None:
+            return None
+        client = await self.clients.get(claims["client_id"])
+        return claims if token_state(claims, client, self.denied, now) is None else None
