@@ -207,6 +207,20 @@ class RegistrationSettings(_Section):
         return value
 
 
+class FeedSettings(_Section):
+    scope: str = Field(
+        "revocation-feed",
+        description="Scope a client (or its access token) needs to poll the revocation feed.",
+    )
+    long_poll_timeout: float = Field(
+        25.0, ge=0, le=120,
+        description="Seconds a poll without returnImmediately waits for events (RFC 8936).",
+    )
+    max_events: int = Field(
+        100, ge=1, le=1000, description="SETs per poll response when the receiver names none."
+    )
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the authserver loggers."
@@ -229,6 +243,7 @@ class Settings(_Section):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
+    feed: FeedSettings = Field(default_factory=FeedSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     resources: list[ResourceServer] = Field(
         default_factory=list,

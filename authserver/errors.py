@@ -23,6 +23,7 @@ OAuthErrorCode = Literal[
     "invalid_redirect_uri",
     "invalid_token",
     "too_many_requests",
+    "insufficient_scope",
 ]
 
 
@@ -136,6 +137,13 @@ class InvalidToken(OAuthError):
         super().__init__(description)
         # RFC 6750 §3.1: a request with no credentials gets a challenge without an error code.
         self.challenge_error = challenge_error
+
+
+class InsufficientScope(OAuthError):
+    """RFC 6750 §3.1: the token (or client) lacks the scope this resource needs. 403."""
+
+    error = "insufficient_scope"
+    status_code = 403
 
 
 class TooManyRequests(OAuthError):

@@ -18,8 +18,10 @@ from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
 from authserver.config import Settings
+from authserver.feed import DELIVERED
 from authserver.keyring import KeyFileError, Keyring
 from authserver.oauth.client_auth import ClientAuthenticator
+from authserver.oauth.feed import FeedService, Notifier
 from authserver.oauth.revocation import RevocationService
 from authserver.oauth.token import TokenService
 from authserver.outbound import JsonFetcher
@@ -28,6 +30,7 @@ from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.web.app import build_app
+from authserver.web.feed import FeedEndpoint
 from authserver.web.oauth import OAuthEndpoints
 from authserver.web.registration import RegistrationEndpoints
 from authserver.web.wellknown import WellKnown
@@ -56,6 +59,8 @@ class Runtime:
     registrar: registration.Registrar
     denied: DenyList
     revocation: RevocationService
+    notifier: Notifier
+    feed: FeedService
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -77,6 +82,8 @@ class Runtime:
         """Invalidate what the events name (on the event loop, beside the cache's readers)."""
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
         self.denied.apply(fresh)
+        if any(e.type in DELIVERED for e in fresh):
+            self.notifier.notify()
         self.last_poll_ok = self.clock.now()
 
     def enforce_staleness(self) -> None:
@@ -141,12 +148,15 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     directory = tokens.clients
     inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied)
     revocation = RevocationService(tokens, inspector, denied, db, clock)
+    notifier = Notifier()
+    feed = FeedService(settings, clock, db, keyring, tokens, inspector, notifier,
+                       EVENT_RESCAN_MARGIN)
     keys_dir = Path(settings.keys_dir)
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     registrar = registration.Registrar(
         settings, catalog, db, clock, hashing.load_or_create_key(keys_dir / REGISTRATION_KEY))
     return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
-                   registrar, denied, revocation)
+                   registrar, denied, revocation, notifier, feed)
 
 
 def prepare_storage(db: Database) -> None:
@@ -230,6 +240,7 @@ def create_app(
     app = build_app(
         wellknown=WellKnown(settings, rt.catalog, rt.keyring, rt.clock),
         oauth=OAuthEndpoints(settings, rt.tokens, rt.revocation),
+        feed=FeedEndpoint(settings, rt.feed),
         registration=None if settings.registration.policy == "closed"
         else RegistrationEndpoints(settings, rt.registrar, rt.cache),
         lifespan=lifespan,

@@ -18,6 +18,7 @@ EXPECTED = {
     "registration_endpoint": ("POST", {400}),
     "revocation_endpoint": ("POST", {400}),
     "introspection_endpoint": ("POST", {400}),
+    "security_event_poll_endpoint": ("POST", {401}),
 }
 
 

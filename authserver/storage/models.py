@@ -117,3 +117,18 @@ class RevokedToken(Base):
     client_id: Mapped[str] = mapped_column(String(128))
     exp: Mapped[float] = mapped_column(Float)
     revoked_at: Mapped[float] = mapped_column(Float)
+
+
+class SetReceiver(Base):
+    """RFC 8936 poll delivery state of one receiver (a client holding the feed scope).
+
+    Every deliverable event with an id at or below `cursor` is acknowledged; `acked` holds the
+    acknowledged ids above it."""
+
+    __tablename__ = "set_receivers"
+
+    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cursor: Mapped[int] = mapped_column(Integer)
+    acked: Mapped[list[int]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    polled_at: Mapped[float] = mapped_column(Float)

@@ -17,6 +17,7 @@ from authserver.web.errors import (
     handle_oauth_error,
     handle_unexpected,
 )
+from authserver.web.feed import FEED_PATH, FeedEndpoint
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
 from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
@@ -27,7 +28,8 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints,
-    registration: RegistrationEndpoints | None = None, lifespan: Lifespan | None = None,
+    registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
+    lifespan: Lifespan | None = None,
 ) -> Starlette:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
     # Starlette tries routes in order (a regex match each): the two hot ones first.
@@ -44,6 +46,8 @@ def build_app(
         Route("/introspect", oauth.introspect, methods=["POST"]),
         Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
     ]
+    if feed is not None:
+        routes.append(Route(FEED_PATH, feed.poll, methods=["POST"]))
     if registration is not None:
         routes += [
             Route(REGISTRATION_PATH, registration.register, methods=["POST"]),

@@ -14,7 +14,13 @@ from starlette.responses import Response
 
 from authserver.clients import ClientCache
 from authserver.config import Settings
-from authserver.errors import InvalidClientMetadata, InvalidRequest, InvalidToken, TooManyRequests
+from authserver.errors import (
+    InvalidClientMetadata,
+    InvalidRequest,
+    InvalidToken,
+    OAuthError,
+    TooManyRequests,
+)
 from authserver.ratelimit import RateLimiter
 from authserver.registration import Origin, Registrar
 from authserver.web.errors import NO_STORE
@@ -47,7 +53,9 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def json_object(request: Request, limit: int) -> dict[str, Any]:
+async def json_object(
+    request: Request, limit: int, error: type[OAuthError] = InvalidClientMetadata
+) -> dict[str, Any]:
     """The body as a JSON object; anything else is a 400 naming the problem. orjson checks the
     JSON strictly (UTF-8, no lone surrogates, depth); a second pass refuses repeated members,
     which would otherwise collapse silently (last one wins)."""
@@ -58,13 +66,15 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidClientMetadata("The request body is not valid JSON (UTF-8)") from exc
+        raise error("The request body is not valid JSON (UTF-8)") from exc
     try:
         body = json.loads(raw, object_pairs_hook=_no_duplicates)
     except RecursionError as exc:  # orjson allows deeper nesting than the stdlib parser
-        raise InvalidClientMetadata("The request body is nested too deeply") from exc
+        raise error("The request body is nested too deeply") from exc
+    except InvalidClientMetadata as exc:
+        raise error(exc.description) from exc
     if not isinstance(body, dict):
-        raise InvalidClientMetadata("The request body must be a JSON object of client metadata")
+        raise error("The request body must be a JSON object")
     return body
 
 

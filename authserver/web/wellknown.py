@@ -15,6 +15,7 @@ from starlette.responses import Response
 from authserver.clients import AUTH_METHODS
 from authserver.clock import Clock
 from authserver.config import Settings
+from authserver.feed import CUTOFF_EVENT, REVOKED_EVENT
 from authserver.keyring import Keyring
 from authserver.oauth.client_auth import ASSERTION_ALGORITHMS
 from authserver.oauth.token import SUPPORTED_GRANTS
@@ -43,6 +44,9 @@ def authorization_server_metadata(settings: Settings, catalog: ScopeCatalog) -> 
         "introspection_endpoint_auth_methods_supported": list(AUTH_METHODS),
         "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
     }
+    # RFC 8936 poll delivery of our RFC 8417 SETs (docs/resource-servers.md).
+    doc["security_event_poll_endpoint"] = settings.endpoint("/sets/poll")
+    doc["security_event_types_supported"] = [CUTOFF_EVENT, REVOKED_EVENT]
     if settings.registration.policy != "closed":
         doc["registration_endpoint"] = settings.endpoint("/register")
     scopes = catalog.oauth_scopes()

@@ -1,0 +1,53 @@
+"""The RFC 8936 poll endpoint of the revocation feed."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver.config import Settings
+from authserver.errors import InvalidRequest
+from authserver.feed import PollRequest
+from authserver.oauth.feed import FeedService
+from authserver.web.errors import NO_STORE
+from authserver.web.middleware import client_address
+from authserver.web.registration import json_object
+
+FEED_PATH = "/sets/poll"
+
+
+def poll_request(body: dict[str, Any]) -> PollRequest:
+    """RFC 8936 §2.4 members, type-checked; others are ignored."""
+    ack = body.get("ack", [])
+    if not isinstance(ack, list) or not all(isinstance(j, str) for j in ack):
+        raise InvalidRequest("ack: must be an array of SET jti strings")
+    errors = body.get("setErrs", {})
+    if not isinstance(errors, dict):
+        raise InvalidRequest("setErrs: must be an object keyed by SET jti")
+    max_events = body.get("maxEvents")
+    if max_events is not None and (isinstance(max_events, bool)
+                                   or not isinstance(max_events, int) or max_events < 0):
+        raise InvalidRequest("maxEvents: must be a non-negative integer")
+    immediately = body.get("returnImmediately", False)
+    if not isinstance(immediately, bool):
+        raise InvalidRequest("returnImmediately: must be true or false")
+    return PollRequest(tuple(ack), errors, max_events, immediately)
+
+
+class FeedEndpoint:
+    def __init__(self, settings: Settings, service: FeedService) -> None:
+        self.service = service
+        self.max_body = settings.server.max_body_bytes
+        self.trusted = [ipaddress.ip_network(c, strict=False)
+                        for c in settings.server.trusted_proxies]
+
+    async def poll(self, request: Request) -> Response:
+        receiver = await self.service.receiver(request.headers.get("authorization"),
+                                               client_address(request.scope, self.trusted))
+        body = poll_request(await json_object(request, self.max_body, InvalidRequest))
+        answer = await self.service.poll(receiver, body)
+        return Response(orjson.dumps(answer), 200, NO_STORE, "application/json")

@@ -1,0 +1,163 @@
+"""The revocation feed: RFC 8417 SETs delivered by RFC 8936 poll, with acknowledgements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import jwt
+import pytest
+
+from authserver import clients
+from authserver.clock import FakeClock
+from authserver.feed import CUTOFF_EVENT, REVOKED_EVENT
+from authserver.storage.models import SetReceiver
+from tests import factories
+from tests.conftest import AppHarness, make_settings, running_app
+
+pytestmark = pytest.mark.anyio
+basic = factories.basic_auth
+FEED = "/sets/poll"
+
+
+async def poll(h: AppHarness, who: dict[str, str], **body: Any) -> httpx.Response:
+    headers = {"authorization": who["authorization"]}  # the body is JSON, not a form
+    return await h.http.post(FEED, json={"returnImmediately": True, **body}, headers=headers)
+
+
+def decode(h: AppHarness, token: str, audience: str) -> dict[str, Any]:
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "secevent+jwt"
+    keys = jwt.PyJWKSet.from_json(h.runtime.keyring.snapshot(h.runtime.clock.now()).jwks.decode())
+    key = next(k for k in keys.keys if k.key_id == header["kid"])
+    claims: dict[str, Any] = jwt.decode(token, key, algorithms=[header["alg"]],
+                                        audience=audience, issuer=h.settings.issuer)
+    return claims
+
+
+@pytest.fixture
+async def feed(tmp_path: Path, clock: FakeClock) -> Any:
+    settings = make_settings(tmp_path, cache={"event_poll_interval": 60.0,
+                                              "max_staleness": 600.0},
+                             feed={"long_poll_timeout": 0.3})
+    async with running_app(settings, clock) as h:
+        owner, secret = factories.create_client(h.runtime, scopes=["read", "write"])
+        receiver, rs_secret = factories.create_client(h.runtime, name="rs",
+                                                      scopes=["revocation-feed"])
+        assert secret and rs_secret
+        auth = {"authorization": basic(receiver.client_id, rs_secret)["authorization"]}
+        yield h, (owner.client_id, secret), receiver.client_id, auth
+
+
+async def revoke_one(h: AppHarness, owner: tuple[str, str]) -> str:
+    issued = await h.http.post("/token", data={"grant_type": "client_credentials"},
+                               headers=basic(*owner))
+    token = factories.remember(issued.json()["access_token"])
+    assert token
+    assert (await h.http.post("/revoke", data={"token": token},
+                              headers=basic(*owner))).status_code == 200
+    return str(jwt.decode(token, options={"verify_signature": False})["jti"])
+
+
+async def test_feed_delivers_signed_sets_until_acknowledged(feed: Any, clock: FakeClock) -> None:
+    h, owner, receiver, auth = feed
+    jti = await revoke_one(h, owner)
+    with h.runtime.db.session(write=True) as session:
+        clients.update_client(session, h.runtime.catalog, owner[0],
+                              clients.ClientUpdate(scopes=("read",)), clock.now())
+    first = await poll(h, auth)
+    assert first.status_code == 200
+    assert first.headers["cache-control"] == "no-store"
+    sets = first.json()["sets"]
+    assert first.json()["moreAvailable"] is False
+    claims = [decode(h, token, receiver) for token in sets.values()]
+    assert [c["jti"] for c in claims] == list(sets)
+    revoked, cutoff = claims
+    assert revoked["events"] == {REVOKED_EVENT: {"jti": jti, "client_id": owner[0],
+                                                 "exp": revoked["events"][REVOKED_EVENT]["exp"]}}
+    assert cutoff["events"][CUTOFF_EVENT]["client_id"] == owner[0]
+    assert cutoff["events"][CUTOFF_EVENT]["tokens_valid_after"] == int(clock.now()) + 1
+    assert cutoff["events"][CUTOFF_EVENT]["reason"] == "client.updated"
+
+    again = await poll(h, auth)  # nothing acknowledged: delivered again
+    assert list(again.json()["sets"]) == list(sets)
+    one, two = list(sets)
+    partly = await poll(h, auth, ack=[one])
+    assert list(partly.json()["sets"]) == [two]
+    done = await poll(h, auth, ack=[two])
+    assert done.json() == {"sets": {}, "moreAvailable": False}
+
+    # acknowledged ids wait above the cursor until they are older than the rescan margin
+    with h.runtime.db.session() as session:
+        state = session.get(SetReceiver, receiver)
+        assert state is not None
+        assert state.acked == sorted(int(j) for j in sets)
+    clock.advance(11)
+    await poll(h, auth)
+    with h.runtime.db.session() as session:
+        state = session.get(SetReceiver, receiver)
+        assert state is not None
+        assert (state.cursor, state.acked) == (int(two), [])
+
+
+async def test_max_events_and_more_available(feed: Any) -> None:
+    h, owner, _, auth = feed
+    for _ in range(3):
+        await revoke_one(h, owner)
+    page = (await poll(h, auth, maxEvents=2)).json()
+    assert len(page["sets"]) == 2 and page["moreAvailable"] is True
+    rest = (await poll(h, auth, ack=list(page["sets"]), maxEvents=2)).json()
+    assert len(rest["sets"]) == 1 and rest["moreAvailable"] is False
+    only_ack = (await poll(h, auth, setErrs={next(iter(rest["sets"])): {"err": "x"}},
+                           maxEvents=0)).json()
+    assert only_ack == {"sets": {}, "moreAvailable": False}
+    assert (await poll(h, auth)).json()["sets"] == {}  # an error report ends redelivery
+
+
+async def test_who_may_poll(feed: Any) -> None:
+    h, owner, _, auth = feed
+    assert (await h.http.post(FEED, json={})).status_code == 401
+    no_scope = await poll(h, basic(*owner))
+    assert no_scope.status_code == 403
+    assert no_scope.json()["error"] == "insufficient_scope"
+    owner_token = (await h.http.post("/token", data={"grant_type": "client_credentials"},
+                                     headers=basic(*owner))).json()["access_token"]
+    factories.remember(owner_token)
+    bearer_no_scope = await poll(h, {"authorization": f"Bearer {owner_token}"})
+    assert bearer_no_scope.status_code == 403
+    rs_token = (await h.http.post("/token", data={"grant_type": "client_credentials"},
+                                  headers=auth)).json()["access_token"]  # httpx sets the type
+    factories.remember(rs_token)
+    assert (await poll(h, {"authorization": f"Bearer {rs_token}"})).status_code == 200
+    bad = await poll(h, {"authorization": "Bearer nope"})
+    assert bad.status_code == 401
+    assert bad.json()["error"] == "invalid_token"
+
+
+@pytest.mark.parametrize("body", [{"ack": "1"}, {"ack": [1]}, {"maxEvents": -1},
+                                  {"maxEvents": True}, {"returnImmediately": "yes"},
+                                  {"setErrs": []}])
+async def test_bad_poll_requests_are_400(feed: Any, body: dict[str, Any]) -> None:
+    h, _, _, auth = feed
+    response = await h.http.post(FEED, json=body, headers=auth)
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+
+
+async def test_long_poll_waits_then_wakes_on_an_event(feed: Any) -> None:
+    h, owner, _, auth = feed
+    empty = await h.http.post(FEED, json={}, headers=auth)  # waits long_poll_timeout
+    assert empty.json() == {"sets": {}, "moreAvailable": False}
+    answers: list[httpx.Response] = []
+
+    async def long_poll() -> None:
+        answers.append(await h.http.post(FEED, json={}, headers=auth))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(long_poll)
+        await anyio.sleep(0.05)
+        await revoke_one(h, owner)
+        h.runtime.poll_events()  # what the background follower does every poll interval
+    assert len(answers[0].json()["sets"]) == 1
