@@ -83,7 +83,7 @@ def poll(
     receiver = _receiver(session, client_id, now, history)
     acked = set(receiver.acked)
     for jti in (*request.ack, *request.errors):  # an error report also ends redelivery
-        if jti.isdigit():
+        if jti.isascii() and jti.isdigit() and len(jti) <= 18:  # our jtis are event ids
             acked.add(int(jti))
     wanted = min(limit, default_max if request.max_events is None else request.max_events)
     rows: Sequence[Event] = session.scalars(

@@ -114,6 +114,8 @@ async def test_max_events_and_more_available(feed: Any) -> None:
                            maxEvents=0)).json()
     assert only_ack == {"sets": {}, "moreAvailable": False}
     assert (await poll(h, auth)).json()["sets"] == {}  # an error report ends redelivery
+    odd = await poll(h, auth, ack=["²", "9" * 40, "-1", "x", ""])  # foreign jtis: ignored
+    assert odd.status_code == 200
 
 
 async def test_who_may_poll(feed: Any) -> None:
@@ -138,7 +140,7 @@ async def test_who_may_poll(feed: Any) -> None:
 
 @pytest.mark.parametrize("body", [{"ack": "1"}, {"ack": [1]}, {"maxEvents": -1},
                                   {"maxEvents": True}, {"returnImmediately": "yes"},
-                                  {"setErrs": []}])
+                                  {"setErrs": []}, {"ack": ["1"] * 1001}])
 async def test_bad_poll_requests_are_400(feed: Any, body: dict[str, Any]) -> None:
     h, _, _, auth = feed
     response = await h.http.post(FEED, json=body, headers=auth)

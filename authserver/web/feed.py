@@ -18,6 +18,7 @@ from authserver.web.middleware import client_address
 from authserver.web.registration import json_object
 
 FEED_PATH = "/sets/poll"
+MAX_ACKS = 1000
 
 
 def poll_request(body: dict[str, Any]) -> PollRequest:
@@ -28,6 +29,8 @@ def poll_request(body: dict[str, Any]) -> PollRequest:
     errors = body.get("setErrs", {})
     if not isinstance(errors, dict):
         raise InvalidRequest("setErrs: must be an object keyed by SET jti")
+    if len(ack) + len(errors) > MAX_ACKS:
+        raise InvalidRequest(f"ack and setErrs: at most {MAX_ACKS} jtis per poll")
     max_events = body.get("maxEvents")
     if max_events is not None and (isinstance(max_events, bool)
                                    or not isinstance(max_events, int) or max_events < 0):
