@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from authserver.keyring import SigningKey
@@ -34,6 +36,9 @@ class PollRequest:
     errors: Mapping[str, Any] = field(default_factory=dict)
     max_events: int | None = None
     return_immediately: bool = False
+    # Extension: a name per receiving process, so each keeps its own position (a restarted or
+    # second worker of a resource server starts from the history, not after the others' acks).
+    receiver: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,31 +65,50 @@ def sign_set(signer: SigningKey, event: Event, issuer: str, audience: str) -> st
     return signer.sign(set_claims(event, issuer, audience), SET_TYP)
 
 
-def _receiver(session: Session, client_id: str, now: float, history: float) -> SetReceiver:
+def _upsert_receiver(session: Session, receiver_id: str, client_id: str, start: int,
+                     now: float) -> None:
+    """Create the receiver's row unless it exists (two instances may race for it)."""
+    values = {"id": receiver_id, "client_id": client_id, "cursor": start, "sent_through": start,
+              "acked": [], "created_at": now, "polled_at": now}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement: Any = pg_insert(SetReceiver).values(values).on_conflict_do_nothing()
+    else:
+        statement = sqlite_insert(SetReceiver).values(values).on_conflict_do_nothing()
+    session.execute(statement)
+
+
+def _receiver(
+    session: Session, receiver_id: str, client_id: str, now: float, history: float
+) -> SetReceiver:
     """The receiver's state, locked for this transaction; a new receiver starts with the events
     that can still matter (those newer than the longest token lifetime)."""
-    receiver = session.get(SetReceiver, client_id, with_for_update=True)
+    receiver = session.get(SetReceiver, receiver_id, with_for_update=True)
     if receiver is None:
         start = session.scalar(select(func.max(Event.id)).where(Event.created_at < now - history))
-        receiver = SetReceiver(client_id=client_id, cursor=start or 0, acked=[],
-                               created_at=now, polled_at=now)
-        session.add(receiver)
+        _upsert_receiver(session, receiver_id, client_id, start or 0, now)
+        receiver = session.get(SetReceiver, receiver_id, with_for_update=True,
+                               populate_existing=True)
+        assert receiver is not None
     return receiver
 
 
 def poll(
-    session: Session, client_id: str, request: PollRequest, now: float, *,
+    session: Session, receiver_id: str, client_id: str, request: PollRequest, now: float, *,
     history: float, settle: float, default_max: int, limit: int,
 ) -> Batch:
     """Apply the acknowledgements, then return the unacknowledged events (RFC 8936 §2.4).
 
-    `history`: how far back a new receiver starts; `settle`: how old an event must be before the
-    cursor passes it; `limit`: the most events one response carries."""
-    receiver = _receiver(session, client_id, now, history)
+    `history`: how far back a new receiver starts, and how old an event must be before it can no
+    longer matter; `settle`: how old an acknowledged event must be before the cursor passes it;
+    `limit`: the most events one response carries."""
+    receiver = _receiver(session, receiver_id, client_id, now, history)
     acked = set(receiver.acked)
     for jti in (*request.ack, *request.errors):  # an error report also ends redelivery
         if jti.isascii() and jti.isdigit() and len(jti) <= 18:  # our jtis are event ids
-            acked.add(int(jti))
+            number = int(jti)
+            if receiver.cursor < number <= receiver.sent_through:  # only what was sent
+                acked.add(number)
     wanted = min(limit, default_max if request.max_events is None else request.max_events)
     rows: Sequence[Event] = session.scalars(
         select(Event).where(Event.id > receiver.cursor, Event.type.in_(DELIVERED))
@@ -92,19 +116,23 @@ def poll(
     ).all()
     cursor = receiver.cursor
     for row in rows:
-        if row.id not in acked or row.created_at >= now - settle:
+        done = row.id in acked and row.created_at < now - settle
+        # An event older than any live token can no longer matter, acknowledged or not.
+        if not (done or row.created_at < now - history):
             break
         cursor = row.id
-    pending = [row for row in rows if row.id > cursor and row.id not in acked]
+    pending = [row for row in rows if row.id > cursor and row.id not in acked][:wanted]
     receiver.cursor = cursor
     receiver.acked = sorted(i for i in acked if i > cursor)
+    receiver.sent_through = max([receiver.sent_through, cursor, *(r.id for r in pending)])
     receiver.polled_at = now
-    return Batch(tuple(pending[:wanted]), len(pending) > wanted)
+    more = len([row for row in rows if row.id > cursor and row.id not in acked]) > len(pending)
+    return Batch(tuple(pending), more)
 
 
-def has_pending(session: Session, client_id: str) -> bool:
+def has_pending(session: Session, receiver_id: str) -> bool:
     """Whether a poll would return anything now (for long polling)."""
-    receiver = session.get(SetReceiver, client_id)
+    receiver = session.get(SetReceiver, receiver_id)
     if receiver is None:
         return True
     acked = set(receiver.acked)

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,9 @@ class Verifier:
         self.denied: dict[str, float] = {}
         self.cutoffs: dict[str, float] = {}
         self._acks: list[str] = []
+        # This process's own position in the feed: a restart or another worker of the same
+        # API starts from the history instead of after someone else's acknowledgements.
+        self._receiver = "verifier-" + secrets.token_hex(8)
         self.last_feed_ok: float | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -253,7 +257,8 @@ class Verifier:
             raise RuntimeError("the issuer advertises no security_event_poll_endpoint")
         auth = (self.settings.feed_client_id or "", self.settings.feed_client_secret or "")
         response = await self._http.post(endpoint, auth=auth, json={
-            "ack": self._acks, "returnImmediately": True, "maxEvents": 1000})
+            "ack": self._acks, "returnImmediately": True, "maxEvents": 1000,
+            "receiver": self._receiver})
         response.raise_for_status()
         body = response.json()
         acks: list[str] = []

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from authserver import events
@@ -24,10 +26,17 @@ from authserver.tokens import verify_access_token
 
 
 def deny_token(session: Session, jti: str, client_id: str, exp: float, now: float) -> bool:
-    """Put a token on the deny-list until `exp`; False (and no event) when it already is."""
-    if session.get(RevokedToken, jti) is not None:
+    """Put a token on the deny-list until `exp`; False (and no event) when it already is, also
+    when a concurrent revocation of the same token got there first."""
+    values = {"jti": jti, "client_id": client_id, "exp": exp, "revoked_at": now}
+    insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    table = RevokedToken.__table__
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT here.
+    inserted = session.connection().execute(
+        insert(table).values(values).on_conflict_do_nothing().returning(table.c.jti)
+    ).first()
+    if inserted is None:
         return False
-    session.add(RevokedToken(jti=jti, client_id=client_id, exp=exp, revoked_at=now))
     events.record(session, "token.revoked", client_id, now, None,
                   {"jti": jti, "client_id": client_id, "exp": exp})
     return True

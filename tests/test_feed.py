@@ -9,11 +9,12 @@ import anyio
 import httpx
 import jwt
 import pytest
+from sqlalchemy import select
 
 from authserver import clients
 from authserver.clock import FakeClock
 from authserver.feed import CUTOFF_EVENT, REVOKED_EVENT
-from authserver.storage.models import SetReceiver
+from authserver.storage.models import Event, SetReceiver
 from tests import factories
 from tests.conftest import AppHarness, make_settings, running_app
 
@@ -91,13 +92,13 @@ async def test_feed_delivers_signed_sets_until_acknowledged(feed: Any, clock: Fa
 
     # acknowledged ids wait above the cursor until they are older than the rescan margin
     with h.runtime.db.session() as session:
-        state = session.get(SetReceiver, receiver)
+        state = session.get(SetReceiver, f"{receiver}/default")
         assert state is not None
         assert state.acked == sorted(int(j) for j in sets)
     clock.advance(11)
     await poll(h, auth)
     with h.runtime.db.session() as session:
-        state = session.get(SetReceiver, receiver)
+        state = session.get(SetReceiver, f"{receiver}/default")
         assert state is not None
         assert (state.cursor, state.acked) == (int(two), [])
 
@@ -124,18 +125,28 @@ async def test_who_may_poll(feed: Any) -> None:
     no_scope = await poll(h, basic(*owner))
     assert no_scope.status_code == 403
     assert no_scope.json()["error"] == "insufficient_scope"
-    owner_token = (await h.http.post("/token", data={"grant_type": "client_credentials"},
-                                     headers=basic(*owner))).json()["access_token"]
-    factories.remember(owner_token)
-    bearer_no_scope = await poll(h, {"authorization": f"Bearer {owner_token}"})
-    assert bearer_no_scope.status_code == 403
+    # an access token, even one carrying the feed scope, is not how a receiver authenticates:
+    # a token meant for some API could otherwise acknowledge (hide) the client's SETs
     rs_token = (await h.http.post("/token", data={"grant_type": "client_credentials"},
                                   headers=auth)).json()["access_token"]  # httpx sets the type
     factories.remember(rs_token)
-    assert (await poll(h, {"authorization": f"Bearer {rs_token}"})).status_code == 200
-    bad = await poll(h, {"authorization": "Bearer nope"})
-    assert bad.status_code == 401
-    assert bad.json()["error"] == "invalid_token"
+    assert (await poll(h, {"authorization": f"Bearer {rs_token}"})).status_code == 401
+
+
+async def test_each_receiver_name_keeps_its_own_position(feed: Any) -> None:
+    """A restarted verifier (a new receiver name) still gets the revocations another process
+    of the same client acknowledged; acks of ids never sent are ignored."""
+    h, owner, _, auth = feed
+    first = (await poll(h, auth, receiver="worker-1")).json()["sets"]
+    assert (await poll(h, auth, receiver="worker-1", ack=["999999"])).json()["sets"] == {}
+    await revoke_one(h, owner)
+    sets = (await poll(h, auth, receiver="worker-1")).json()["sets"]
+    assert len(sets) == len(first) + 1  # the bogus ack hid nothing
+    assert (await poll(h, auth, receiver="worker-1", ack=list(sets))).json()["sets"] == {}
+    fresh = (await poll(h, auth, receiver="worker-2")).json()["sets"]
+    assert list(fresh) == list(sets)
+    bad = await h.http.post(FEED, json={"receiver": "a b"}, headers=auth)
+    assert bad.status_code == 400
 
 
 @pytest.mark.parametrize("body", [{"ack": "1"}, {"ack": [1]}, {"maxEvents": -1},
@@ -163,3 +174,36 @@ async def test_long_poll_waits_then_wakes_on_an_event(feed: Any) -> None:
         await revoke_one(h, owner)
         h.runtime.poll_events()  # what the background follower does every poll interval
     assert len(answers[0].json()["sets"]) == 1
+
+
+async def test_concurrent_first_polls_and_revocations(tmp_path: Path, database_url: str) -> None:
+    """Two instances meeting a new receiver (or revoking one token) at once: no 503."""
+    import concurrent.futures
+
+    from authserver.feed import PollRequest
+    from authserver.revocation import deny_token
+    from authserver.storage.db import Database
+
+    migrator = Database(database_url)
+    migrator.migrate()
+    migrator.dispose()
+    async with running_app(make_settings(tmp_path, database_url=database_url)) as h:
+        rt = h.runtime
+        request = PollRequest(return_immediately=True, receiver="new")
+
+        def first_poll(_: int) -> bool:
+            return rt.feed._poll("cli_receiver", request)[1] is False
+
+        def revoke(_: int) -> bool:
+            with rt.db.session(write=True) as session:
+                return deny_token(session, "same-jti", "cli_x", rt.clock.now() + 60,
+                                  rt.clock.now())
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(first_poll, range(8)))
+            outcomes = sorted(pool.map(revoke, range(8)))
+            assert outcomes == [False] * 7 + [True], outcomes
+        with rt.db.session() as session:
+            assert len(session.scalars(select(SetReceiver)).all()) == 1
+            assert len(session.scalars(select(Event).where(
+                Event.type == "token.revoked")).all()) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
@@ -9,30 +11,31 @@ from sqlalchemy.exc import SQLAlchemyError
 from authserver import feed
 from authserver.clock import Clock
 from authserver.config import Settings
-from authserver.errors import InsufficientScope, InvalidToken, TemporarilyUnavailable
+from authserver.errors import InsufficientScope, TemporarilyUnavailable
 from authserver.keyring import Keyring
 from authserver.oauth.token import TokenService
 from authserver.revocation import TokenInspector
 from authserver.storage.db import Database
 
+log = logging.getLogger("authserver.feed")
 MAX_LIMIT = 1000
 # A new receiver also gets events this much older than the longest token lifetime.
 HISTORY_MARGIN = 60.0
 
 
 class Notifier:
-    """Wakes long polls when the event log brings something deliverable."""
+    """Wakes long polls when the event log brings something deliverable. Take `current()`
+    before looking at the store, then wait on it: a notification in between is not missed."""
 
     def __init__(self) -> None:
         self._event = anyio.Event()
 
+    def current(self) -> anyio.Event:
+        return self._event
+
     def notify(self) -> None:
         self._event.set()
         self._event = anyio.Event()
-
-    async def wait(self, seconds: float) -> None:
-        with anyio.move_on_after(seconds):
-            await self._event.wait()
 
 
 class FeedService:
@@ -52,38 +55,34 @@ class FeedService:
         self.notifier = notifier
 
     async def receiver(self, authorization: str | None, client_ip: str | None) -> str:
-        """The polling client: an access token carrying the feed scope (Bearer), or the
-        client's own credentials (Basic) when the client holds the scope."""
-        scheme, _, value = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer":
-            claims = await self.inspector.active(value.strip())
-            if claims is None:
-                raise InvalidToken("The access token is not active")
-            scopes = str(claims.get("scope", "")).split()
-            client_id = str(claims["client_id"])
-        else:
-            client = await self.tokens.authenticate({}, authorization, client_ip)
-            scopes, client_id = list(client.scopes), client.client_id
-        if self.settings.scope not in scopes:
+        """The polling client, by its own credentials (Basic or a private_key_jwt is not
+        possible with a JSON body), holding the feed scope. Access tokens are not accepted:
+        one meant for some API could otherwise acknowledge (and so hide) the client's SETs."""
+        client = await self.tokens.authenticate({}, authorization, client_ip)
+        if self.settings.scope not in client.scopes:
             raise InsufficientScope(f"Polling the revocation feed needs the scope "
                                     f"{self.settings.scope}")
-        return client_id
+        return client.client_id
 
     def _poll(self, client_id: str, request: feed.PollRequest) -> tuple[dict[str, str], bool]:
         signer = self.keyring.snapshot(self.clock.now()).signer
         if signer is None:
             raise TemporarilyUnavailable("No signing key is active", detail="no active key")
+        for jti, report in request.errors.items():
+            log.info("receiver %s could not process SET %s: %s", client_id, jti[:40],
+                     str(report)[:200])
         with self.db.session(write=True) as session:
-            batch = feed.poll(session, client_id, request, self.clock.now(),
+            batch = feed.poll(session, _receiver_id(client_id, request), client_id, request,
+                              self.clock.now(),
                               history=self.history, settle=self.settle,
                               default_max=self.settings.max_events, limit=MAX_LIMIT)
             sets = {str(e.id): feed.sign_set(signer, e, self.issuer, client_id)
                     for e in batch.events}
         return sets, batch.more_available
 
-    def _pending(self, client_id: str) -> bool:
+    def _pending(self, receiver_id: str) -> bool:
         with self.db.session() as session:
-            return feed.has_pending(session, client_id)
+            return feed.has_pending(session, receiver_id)
 
     async def poll(self, client_id: str, request: feed.PollRequest) -> dict[str, object]:
         """RFC 8936 §2.4: acknowledge, then answer with what is pending; without
@@ -91,12 +90,22 @@ class FeedService:
         try:
             sets, more = await anyio.to_thread.run_sync(self._poll, client_id, request)
             if not sets and not request.return_immediately and request.max_events != 0:
+                receiver_id = _receiver_id(client_id, request)
                 with anyio.move_on_after(self.settings.long_poll_timeout):
-                    while not await anyio.to_thread.run_sync(self._pending, client_id):
-                        await self.notifier.wait(self.settle)
-                empty = feed.PollRequest(max_events=request.max_events, return_immediately=True)
+                    while True:
+                        wake = self.notifier.current()
+                        if await anyio.to_thread.run_sync(self._pending, receiver_id):
+                            break
+                        with anyio.move_on_after(self.settle):
+                            await wake.wait()
+                empty = feed.PollRequest(max_events=request.max_events, return_immediately=True,
+                                         receiver=request.receiver)
                 sets, more = await anyio.to_thread.run_sync(self._poll, client_id, empty)
         except SQLAlchemyError as exc:
             raise TemporarilyUnavailable("The event store is unavailable; retry shortly",
                                          detail=type(exc).__name__) from exc
         return {"sets": sets, "moreAvailable": more}
+
+
+def _receiver_id(client_id: str, request: feed.PollRequest) -> str:
+    return f"{client_id}/{request.receiver}"

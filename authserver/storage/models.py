@@ -120,15 +120,18 @@ class RevokedToken(Base):
 
 
 class SetReceiver(Base):
-    """RFC 8936 poll delivery state of one receiver (a client holding the feed scope).
+    """RFC 8936 poll delivery state of one receiver: a client holding the feed scope, and the
+    receiver name it polls under (one per resource-server process).
 
     Every deliverable event with an id at or below `cursor` is acknowledged; `acked` holds the
-    acknowledged ids above it."""
+    acknowledged ids above it; `sent_through` is the highest id ever sent to it."""
 
     __tablename__ = "set_receivers"
 
-    client_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(128), index=True)
     cursor: Mapped[int] = mapped_column(Integer)
+    sent_through: Mapped[int] = mapped_column(Integer)
     acked: Mapped[list[int]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
     polled_at: Mapped[float] = mapped_column(Float)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from authserver.web.middleware import client_address
 from authserver.web.registration import json_object
 
 FEED_PATH = "/sets/poll"
+_RECEIVER = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_ACKS = 1000
 
 
@@ -38,7 +40,10 @@ def poll_request(body: dict[str, Any]) -> PollRequest:
     immediately = body.get("returnImmediately", False)
     if not isinstance(immediately, bool):
         raise InvalidRequest("returnImmediately: must be true or false")
-    return PollRequest(tuple(ack), errors, max_events, immediately)
+    receiver = body.get("receiver", "default")
+    if not isinstance(receiver, str) or not _RECEIVER.match(receiver):
+        raise InvalidRequest("receiver: 1 to 64 characters of A-Z a-z 0-9 . _ -")
+    return PollRequest(tuple(ack), errors, max_events, immediately, receiver)
 
 
 class FeedEndpoint:
