@@ -149,8 +149,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied)
     revocation = RevocationService(tokens, inspector, denied, db, clock)
     notifier = Notifier()
-    feed = FeedService(settings, clock, db, keyring, tokens, inspector, notifier,
-                       EVENT_RESCAN_MARGIN)
+    feed = FeedService(settings, clock, db, keyring, tokens, notifier, EVENT_RESCAN_MARGIN)
     keys_dir = Path(settings.keys_dir)
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     registrar = registration.Registrar(

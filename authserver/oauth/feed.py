@@ -14,7 +14,6 @@ from authserver.config import Settings
 from authserver.errors import InsufficientScope, TemporarilyUnavailable
 from authserver.keyring import Keyring
 from authserver.oauth.token import TokenService
-from authserver.revocation import TokenInspector
 from authserver.storage.db import Database
 
 log = logging.getLogger("authserver.feed")
@@ -41,7 +40,7 @@ class Notifier:
 class FeedService:
     def __init__(
         self, settings: Settings, clock: Clock, db: Database, keyring: Keyring,
-        tokens: TokenService, inspector: TokenInspector, notifier: Notifier, settle: float,
+        tokens: TokenService, notifier: Notifier, settle: float,
     ) -> None:
         self.settings = settings.feed
         self.issuer = settings.issuer
@@ -51,7 +50,6 @@ class FeedService:
         self.db = db
         self.keyring = keyring
         self.tokens = tokens
-        self.inspector = inspector
         self.notifier = notifier
 
     async def receiver(self, authorization: str | None, client_ip: str | None) -> str:
