@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, func, select
 from sqlalchemy.orm import Session
 
 from authserver.keyring import SigningKey
+from authserver.storage.db import insert_if_absent
 from authserver.storage.models import Event, SetReceiver
 
 SET_TYP = "secevent+jwt"
@@ -70,12 +69,7 @@ def _upsert_receiver(session: Session, receiver_id: str, client_id: str, start: 
     """Create the receiver's row unless it exists (two instances may race for it)."""
     values = {"id": receiver_id, "client_id": client_id, "cursor": start, "sent_through": start,
               "acked": [], "created_at": now, "polled_at": now}
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        statement: Any = pg_insert(SetReceiver).values(values).on_conflict_do_nothing()
-    else:
-        statement = sqlite_insert(SetReceiver).values(values).on_conflict_do_nothing()
-    session.execute(statement)
+    insert_if_absent(session, cast(Table, SetReceiver.__table__), values, "id")
 
 
 def _receiver(
@@ -121,13 +115,13 @@ def poll(
         if not (done or row.created_at < now - history):
             break
         cursor = row.id
-    pending = [row for row in rows if row.id > cursor and row.id not in acked][:wanted]
+    unacked = [row for row in rows if row.id > cursor and row.id not in acked]
+    sent = unacked[:wanted]
     receiver.cursor = cursor
     receiver.acked = sorted(i for i in acked if i > cursor)
-    receiver.sent_through = max([receiver.sent_through, cursor, *(r.id for r in pending)])
+    receiver.sent_through = max([receiver.sent_through, cursor, *(r.id for r in sent)])
     receiver.polled_at = now
-    more = len([row for row in rows if row.id > cursor and row.id not in acked]) > len(pending)
-    return Batch(tuple(pending), more)
+    return Batch(tuple(sent), len(unacked) > len(sent))
 
 
 def has_pending(session: Session, receiver_id: str) -> bool:

@@ -9,11 +9,9 @@ the SET feed) learns of them.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, delete, select
 from sqlalchemy.orm import Session
 
 from authserver import events
@@ -21,6 +19,7 @@ from authserver.clients import ClientDirectory
 from authserver.clients.records import ClientRecord
 from authserver.clock import Clock
 from authserver.keyring import Keyring
+from authserver.storage.db import insert_if_absent
 from authserver.storage.models import RevokedToken
 from authserver.tokens import verify_access_token
 
@@ -29,13 +28,7 @@ def deny_token(session: Session, jti: str, client_id: str, exp: float, now: floa
     """Put a token on the deny-list until `exp`; False (and no event) when it already is, also
     when a concurrent revocation of the same token got there first."""
     values = {"jti": jti, "client_id": client_id, "exp": exp, "revoked_at": now}
-    insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    table = RevokedToken.__table__
-    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT here.
-    inserted = session.connection().execute(
-        insert(table).values(values).on_conflict_do_nothing().returning(table.c.jti)
-    ).first()
-    if inserted is None:
+    if not insert_if_absent(session, cast(Table, RevokedToken.__table__), values, "jti"):
         return False
     events.record(session, "token.revoked", client_id, now, None,
                   {"jti": jti, "client_id": client_id, "exp": exp})

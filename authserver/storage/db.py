@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -64,6 +67,15 @@ class Database:
         with self.engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_heads()
         return set(current) != set(script.get_heads())
+
+
+def insert_if_absent(session: Session, table: Table, values: dict[str, Any], key: str) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING (PostgreSQL and SQLite); True when this call inserted
+    the row, so concurrent writers of the same row settle without an IntegrityError.
+    RETURNING tells, not rowcount: psycopg reports -1 for this statement."""
+    insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table).values(values).on_conflict_do_nothing().returning(table.c[key])
+    return session.connection().execute(statement).first() is not None
 
 
 _IMMEDIATE = "authserver_begin_immediate"

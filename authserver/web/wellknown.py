@@ -20,6 +20,7 @@ from authserver.keyring import Keyring
 from authserver.oauth.client_auth import ASSERTION_ALGORITHMS
 from authserver.oauth.token import SUPPORTED_GRANTS
 from authserver.scopes import ScopeCatalog
+from authserver.web.feed import FEED_PATH
 
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -45,7 +46,7 @@ def authorization_server_metadata(settings: Settings, catalog: ScopeCatalog) -> 
         "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
     }
     # RFC 8936 poll delivery of our RFC 8417 SETs (docs/resource-servers.md).
-    doc["security_event_poll_endpoint"] = settings.endpoint("/sets/poll")
+    doc["security_event_poll_endpoint"] = settings.endpoint(FEED_PATH)
     doc["security_event_types_supported"] = [CUTOFF_EVENT, REVOKED_EVENT]
     if settings.registration.policy != "closed":
         doc["registration_endpoint"] = settings.endpoint("/register")
