@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -75,14 +76,8 @@ async def rejected_within(api: httpx.AsyncClient, token: str, seconds: float = 5
     while time.monotonic() - start < seconds:
         if (await call(api, token)).status_code == 401:
             return time.monotonic() - start
-        await _sleep(0.05)
+        await anyio.sleep(0.05)
     raise AssertionError(f"the token was still accepted after {seconds} s")
-
-
-async def _sleep(seconds: float) -> None:
-    import anyio
-
-    await anyio.sleep(seconds)
 
 
 async def introspect(live: LiveServer, owner: tuple[str, str], token: str) -> dict[str, Any]:
@@ -128,7 +123,7 @@ async def test_client_changes_reach_the_resource_server(stack: Any, change: Any)
     live, _, api, owner = stack
     token = await get_token(live, owner)
     assert (await call(api, token)).status_code == 200
-    await _sleep(1.01)  # the change's cutoff is the next whole second after it
+    await anyio.sleep(1.01)  # the change's cutoff is the next whole second after it
     with live.runtime.db.session(write=True) as session:  # as the CLI would, from outside
         change(session, live.runtime.catalog, owner[0], time.time())
     assert await rejected_within(api, token) < 2.0
@@ -137,7 +132,7 @@ async def test_client_changes_reach_the_resource_server(stack: Any, change: Any)
         for _ in range(40):
             if await introspect(live, owner, token) == {"active": False}:
                 break
-            await _sleep(0.05)
+            await anyio.sleep(0.05)
         else:
             raise AssertionError("introspection still says active")
         fresh = await get_token(live, owner)
