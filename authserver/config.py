@@ -219,6 +219,10 @@ class FeedSettings(_Section):
     max_events: int = Field(
         100, ge=1, le=1000, description="SETs per poll response when the receiver names none."
     )
+    max_long_polls: int = Field(
+        1000, ge=0, le=100_000,
+        description="Long polls waiting at once (one per receiver); past it, polls answer at once.",
+    )
 
 
 class LoggingSettings(_Section):

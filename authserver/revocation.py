@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, cast
 
+import anyio.to_thread
 from sqlalchemy import Table, delete, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from authserver import events
 from authserver.clients import ClientDirectory
 from authserver.clients.records import ClientRecord
 from authserver.clock import Clock
+from authserver.errors import TemporarilyUnavailable
 from authserver.keyring import Keyring
-from authserver.storage.db import insert_if_absent
+from authserver.storage.db import Database, insert_if_absent
 from authserver.storage.models import RevokedToken
 from authserver.tokens import verify_access_token
 
@@ -42,10 +45,13 @@ def purge_denied(session: Session, now: float) -> int:
 
 
 class DenyList:
-    """The deny-list in memory: loaded at start, then kept by `token.revoked` events."""
+    """The deny-list in memory: loaded at start, then kept by `token.revoked` events. While the
+    event log cannot be followed it is `stale` (it may miss another instance's revocations), and
+    readers ask the store instead."""
 
     def __init__(self) -> None:
         self._exp: dict[str, float] = {}
+        self.stale = False
 
     def load(self, session: Session, now: float) -> None:
         rows = session.execute(select(RevokedToken.jti, RevokedToken.exp)
@@ -67,8 +73,12 @@ class DenyList:
         self._exp = {jti: exp for jti, exp in self._exp.items() if exp >= now}
 
 
+def stored_denial(session: Session, jti: str) -> bool:
+    return session.get(RevokedToken, jti) is not None
+
+
 def token_state(
-    claims: dict[str, Any], client: ClientRecord | None, denied: DenyList, now: float
+    claims: dict[str, Any], client: ClientRecord | None, denied: bool, now: float
 ) -> str | None:
     """Why a verified token is dead, or None when it is alive."""
     if claims["exp"] <= now:
@@ -79,7 +89,7 @@ def token_state(
         return "client disabled"
     if claims["iat"] < client.tokens_valid_after:
         return "cut off"
-    if claims["jti"] in denied:
+    if denied:
         return "revoked"
     return None
 
@@ -89,13 +99,14 @@ class TokenInspector:
 
     def __init__(
         self, issuer: str, clock: Clock, keyring: Keyring, clients: ClientDirectory,
-        denied: DenyList,
+        denied: DenyList, db: Database,
     ) -> None:
         self.issuer = issuer
         self.clock = clock
         self.keyring = keyring
         self.clients = clients
         self.denied = denied
+        self.db = db
 
     def verified(self, token: str) -> dict[str, Any] | None:
         """Claims when we signed it (expired or not), else None."""
@@ -109,4 +120,18 @@ class TokenInspector:
         if claims is None:
             return None
         client = await self.clients.get(claims["client_id"])
-        return claims if token_state(claims, client, self.denied, now) is None else None
+        denied = await self._denied(str(claims["jti"]))
+        return claims if token_state(claims, client, denied, now) is None else None
+
+    async def _denied(self, jti: str) -> bool:
+        if not self.denied.stale:
+            return jti in self.denied
+        try:
+            return await anyio.to_thread.run_sync(self._stored_denial, jti)
+        except SQLAlchemyError as exc:
+            raise TemporarilyUnavailable("The revocation store is unavailable; retry shortly",
+                                         detail=type(exc).__name__) from exc
+
+    def _stored_denial(self, jti: str) -> bool:
+        with self.db.session() as session:
+            return stored_denial(session, jti)

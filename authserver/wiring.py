@@ -18,7 +18,7 @@ from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
 from authserver.config import Settings
-from authserver.feed import DELIVERED
+from authserver.feed import DELIVERED, purge_receivers
 from authserver.keyring import KeyFileError, Keyring
 from authserver.oauth.client_auth import ClientAuthenticator
 from authserver.oauth.feed import FeedService, Notifier
@@ -40,7 +40,9 @@ log = logging.getLogger("authserver")
 EVENT_RESCAN_MARGIN = 10.0
 # The server key self-registered clients' credentials are derived from (docs/registration.md).
 REGISTRATION_KEY = "registration.key"
-DENY_LIST_PURGE_INTERVAL = 3600.0
+PURGE_INTERVAL = 3600.0
+# A feed receiver silent this long (or longer than the longest token lifetime) is forgotten.
+RECEIVER_IDLE_LIMIT = 86400.0
 
 
 @dataclass
@@ -82,16 +84,19 @@ class Runtime:
         """Invalidate what the events name (on the event loop, beside the cache's readers)."""
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
         self.denied.apply(fresh)
+        self.denied.stale = False
         if any(e.type in DELIVERED for e in fresh):
             self.notifier.notify()
         self.last_poll_ok = self.clock.now()
 
     def enforce_staleness(self) -> None:
         """While the log is not being read (a poll failing, or hanging), cached clients may be
-        stale: past the bound they are dropped, so lookups go to the store (503 if it is down).
+        stale: past the bound they are dropped, and the deny-list is marked stale, so lookups go
+        to the store (503 if it is down).
         Runs on its own loop, so a poll stuck in the database cannot hold it up."""
         if self.clock.now() - self.last_poll_ok > self.settings.cache.max_staleness:
             self.cache.clear()
+            self.denied.stale = True
 
     def poll_events(self) -> int:
         """Read and apply in one go; returns how many events were new."""
@@ -118,13 +123,16 @@ class Runtime:
         log.info("reaped %d unused self-registered clients", count)
         return count
 
-    def purge_deny_list(self) -> int:
-        """Revoked tokens past their `exp` need no deny-list entry any more."""
+    def purge_expired(self) -> tuple[int, int]:
+        """Revoked tokens past their `exp` need no deny-list entry any more, and feed receivers
+        long silent no position: (deny-list rows, receivers) removed."""
         now = self.clock.now()
+        idle = max(RECEIVER_IDLE_LIMIT, self.feed.history)
         with self.db.session(write=True) as session:
-            count = purge_denied(session, now)
+            denied = purge_denied(session, now)
+            receivers = purge_receivers(session, now - idle)
         self.denied.purge(now)
-        return count
+        return denied, receivers
 
     def start_position(self) -> None:
         with self.db.session() as session:
@@ -146,7 +154,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
                           catalog, usage)
     denied = DenyList()
     directory = tokens.clients
-    inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied)
+    inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied, db)
     revocation = RevocationService(tokens, inspector, denied, db, clock)
     notifier = Notifier()
     feed = FeedService(settings, clock, db, keyring, tokens, notifier, EVENT_RESCAN_MARGIN)
@@ -211,7 +219,7 @@ def create_app(
             await anyio.to_thread.run_sync(rt.reap_registrations)
 
         async def purge() -> None:
-            await anyio.to_thread.run_sync(rt.purge_deny_list)
+            await anyio.to_thread.run_sync(rt.purge_expired)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
@@ -221,7 +229,7 @@ def create_app(
                           watch_staleness)
             tg.start_soon(_every, settings.cache.last_used_flush_interval, "last-use flush",
                           flush_usage)
-            tg.start_soon(_every, DENY_LIST_PURGE_INTERVAL, "deny-list purge", purge)
+            tg.start_soon(_every, PURGE_INTERVAL, "deny-list and feed purge", purge)
             if settings.registration.policy != "closed":
                 tg.start_soon(_every, settings.registration.reap_interval, "registration reaper",
                               reap)

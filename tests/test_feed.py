@@ -207,3 +207,69 @@ async def test_concurrent_first_polls_and_revocations(tmp_path: Path, database_u
             assert len(session.scalars(select(SetReceiver)).all()) == 1
             assert len(session.scalars(select(Event).where(
                 Event.type == "token.revoked")).all()) == 1
+
+
+async def test_a_newer_long_poll_of_the_same_receiver_ends_the_older(feed: Any) -> None:
+    h, _, receiver, auth = feed
+    h.runtime.feed.settings = h.runtime.feed.settings.model_copy(
+        update={"long_poll_timeout": 30.0})
+    answers: list[float] = []
+
+    async def long_poll(receiver: str) -> None:
+        await h.http.post(FEED, json={"receiver": receiver}, headers=auth)
+        answers.append(anyio.current_time())
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            start = anyio.current_time()
+            tg.start_soon(long_poll, "one")
+            await anyio.sleep(0.1)
+            assert set(h.runtime.feed._waiting) == {f"{receiver}/one"}
+            tg.start_soon(long_poll, "one")  # takes over: the first answers at once
+            await anyio.sleep(0.3)
+            assert len(answers) == 1 and answers[0] - start < 1.0
+            tg.cancel_scope.cancel()
+
+
+async def test_past_max_long_polls_a_poll_answers_at_once(feed: Any) -> None:
+    h, _, _, auth = feed
+    h.runtime.feed.settings = h.runtime.feed.settings.model_copy(
+        update={"long_poll_timeout": 30.0, "max_long_polls": 0})
+    with anyio.fail_after(5):
+        answer = await h.http.post(FEED, json={}, headers=auth)
+    assert answer.json() == {"sets": {}, "moreAvailable": False}
+
+
+def test_an_abandoned_long_poll_stops_waiting(tmp_path: Path) -> None:
+    """Over real HTTP: the client gives up, the server stops the wait (no waiter left behind)."""
+    import time
+
+    from tests.conftest import start_live_server
+
+    server = start_live_server(tmp_path, feed={"long_poll_timeout": 60.0})
+    try:
+        receiver, secret = factories.create_client(server.runtime, name="rs",
+                                                   scopes=["revocation-feed"])
+        assert secret
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + FEED, json={}, timeout=0.5,
+                       headers={"authorization":
+                                basic(receiver.client_id, secret)["authorization"]})
+        deadline = time.monotonic() + 5
+        while server.runtime.feed._waiting and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.runtime.feed._waiting == {}
+    finally:
+        server.stop()
+
+
+async def test_silent_receivers_are_purged(feed: Any, clock: FakeClock) -> None:
+    h, _, _, auth = feed
+    assert (await poll(h, auth, receiver="gone")).status_code == 200
+    clock.advance(3600)
+    assert (await poll(h, auth, receiver="alive")).status_code == 200
+    assert h.runtime.purge_expired() == (0, 0)
+    clock.advance(86400 - 1800)
+    assert h.runtime.purge_expired() == (0, 1)
+    with h.runtime.db.session() as session:
+        assert [r.id.split("/")[1] for r in session.scalars(select(SetReceiver))] == ["alive"]

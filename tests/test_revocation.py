@@ -204,6 +204,40 @@ async def test_the_deny_list_outlives_a_restart_and_follows_the_log(
         for token in (revoked_here, revoked_elsewhere):
             assert (await introspect(again, token, who)).json() == {"active": False}
         clock.advance(3601)
-        assert again.runtime.purge_deny_list() == 2
+        assert again.runtime.purge_expired() == (2, 0)
         with again.runtime.db.session() as session:
             assert session.scalars(select(RevokedToken)).all() == []
+
+
+async def test_a_stale_deny_list_defers_to_the_store(tmp_path: Path, clock: FakeClock) -> None:
+    """When the event log cannot be followed past the bound, another instance's revocation is
+    read from the store; with the store down too, introspection is 503, never `active`."""
+    settings = make_settings(tmp_path, cache={"event_poll_interval": 60.0, "max_staleness": 5.0})
+    async with running_app(settings, clock) as h:
+        rt = h.runtime
+        owner, secret = factories.create_client(rt)
+        rs, rs_secret = factories.create_client(rt, name="rs")
+        assert secret and rs_secret
+        who = (rs.client_id, rs_secret)
+        token = await new_token(h, owner.client_id, secret)
+        claims = rt.revocation.inspector.verified(token)
+        assert claims is not None
+        with rt.db.session(write=True) as session:  # another instance revoked it
+            deny_token(session, claims["jti"], owner.client_id, claims["exp"], clock.now())
+        assert (await introspect(h, token, who)).json()["active"] is True  # within the bound
+        clock.advance(6)  # no event poll got through since
+        rt.enforce_staleness()
+        assert (await introspect(h, token, who)).json() == {"active": False}
+        working = rt.revocation.inspector.db
+        rt.revocation.inspector.db = Database("postgresql://postgres@127.0.0.1:1/nowhere")
+        try:
+            fresh = await new_token(h, owner.client_id, secret)
+            response = await introspect(h, fresh, who)
+            assert response.status_code == 503
+            assert response.json()["error"] == "temporarily_unavailable"
+        finally:
+            rt.revocation.inspector.db.dispose()
+            rt.revocation.inspector.db = working
+        rt.poll_events()  # the log is followed again: the memory is trusted again
+        assert not rt.denied.stale
+        assert (await introspect(h, token, who)).json() == {"active": False}

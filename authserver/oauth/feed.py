@@ -51,6 +51,7 @@ class FeedService:
         self.keyring = keyring
         self.tokens = tokens
         self.notifier = notifier
+        self._waiting: dict[str, anyio.Event] = {}
 
     async def receiver(self, authorization: str | None, client_ip: str | None) -> str:
         """The polling client, by its own credentials (Basic or a private_key_jwt is not
@@ -88,14 +89,7 @@ class FeedService:
         try:
             sets, more = await anyio.to_thread.run_sync(self._poll, client_id, request)
             if not sets and not request.return_immediately and request.max_events != 0:
-                receiver_id = _receiver_id(client_id, request)
-                with anyio.move_on_after(self.settings.long_poll_timeout):
-                    while True:
-                        wake = self.notifier.current()
-                        if await anyio.to_thread.run_sync(self._pending, receiver_id):
-                            break
-                        with anyio.move_on_after(self.settle):
-                            await wake.wait()
+                await self._wait(_receiver_id(client_id, request))
                 empty = feed.PollRequest(max_events=request.max_events, return_immediately=True,
                                          receiver=request.receiver)
                 sets, more = await anyio.to_thread.run_sync(self._poll, client_id, empty)
@@ -103,6 +97,39 @@ class FeedService:
             raise TemporarilyUnavailable("The event store is unavailable; retry shortly",
                                          detail=type(exc).__name__) from exc
         return {"sets": sets, "moreAvailable": more}
+
+    async def _wait(self, receiver_id: str) -> None:
+        """Until the receiver has something pending, the long-poll timeout passes, or a newer
+        long poll of the same receiver takes over (one waiter per receiver; past
+        `max_long_polls` waiters, polls answer at once)."""
+        if receiver_id not in self._waiting and len(self._waiting) >= self.settings.max_long_polls:
+            return
+        previous = self._waiting.get(receiver_id)
+        if previous is not None:
+            previous.set()
+        superseded = self._waiting[receiver_id] = anyio.Event()
+        try:
+            with anyio.move_on_after(self.settings.long_poll_timeout):
+                while not superseded.is_set():
+                    wake = self.notifier.current()
+                    if await anyio.to_thread.run_sync(self._pending, receiver_id):
+                        break
+                    with anyio.move_on_after(self.settle):
+                        await _first_of(wake, superseded)
+        finally:
+            if self._waiting.get(receiver_id) is superseded:
+                del self._waiting[receiver_id]
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    """Wait until one of `events` is set."""
+    async with anyio.create_task_group() as tg:
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)
 
 
 def _receiver_id(client_id: str, request: feed.PollRequest) -> str:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Awaitable
 from typing import Any
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,5 +59,27 @@ class FeedEndpoint:
         receiver = await self.service.receiver(request.headers.get("authorization"),
                                                client_address(request.scope, self.trusted))
         body = poll_request(await json_object(request, self.max_body, InvalidRequest))
-        answer = await self.service.poll(receiver, body)
+        if body.return_immediately:
+            answer = await self.service.poll(receiver, body)
+        else:
+            answer = await _unless_disconnected(request, self.service.poll(receiver, body))
         return Response(orjson.dumps(answer), 200, NO_STORE, "application/json")
+
+
+async def _unless_disconnected(
+    request: Request, work: Awaitable[dict[str, object]]
+) -> dict[str, object]:
+    """`work`'s answer; a long poll whose client went away is stopped (the SETs it would have
+    carried stay unacknowledged, so they are sent again)."""
+    answer: dict[str, object] = {"sets": {}, "moreAvailable": False}
+
+    async with anyio.create_task_group() as tg:
+        async def listen() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(listen)
+        answer = await work
+        tg.cancel_scope.cancel()
+    return answer
