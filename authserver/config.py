@@ -202,9 +202,49 @@ class RegistrationSettings(_Section):
     @field_validator("rate_limit")
     @classmethod
     def _rate(cls, value: str) -> str:
-        if not all(_RATE.match(part) for part in value.split(";")):
-            raise ValueError('must look like "20/hour" or "5/minute;50/day"')
-        return value
+        return _check_rate(value)
+
+
+def _check_rate(value: str) -> str:
+    if not all(_RATE.match(part) for part in value.split(";")):
+        raise ValueError('must look like "1000/hour" or "5/minute;50/day"')
+    return value
+
+
+class ApiKeySettings(_Section):
+    prefix: str = Field(
+        "as", pattern=r"^[a-z][a-z0-9]{0,15}$",
+        description="Keys look like <prefix>_live_... and <prefix>_test_...",
+    )
+    allow_query_parameter: bool = Field(
+        True,
+        description="Accept ?x-api-key= (logged redacted, answered with a deprecation warning).",
+    )
+
+
+class RateLimitSettings(_Section):
+    """Defaults; a key's own `rate_limits` override the per-key pair."""
+
+    api_key_hourly: str = Field("10000/hour", description="Requests per API key per hour.")
+    api_key_burst: str = Field("600/minute", description="Requests per API key per minute.")
+    client_hourly: str = Field(
+        "10000/hour", description="Requests per OAuth client per hour (token, forward-auth)."
+    )
+    client_burst: str = Field("600/minute", description="Requests per OAuth client per minute.")
+    organization_hourly: str = Field(
+        "100000/hour", description="Requests per organisation per hour, all its keys and clients."
+    )
+    address: str = Field(
+        "1200/minute", description="Requests per source address to the token endpoint."
+    )
+    read_credits: int = Field(1, ge=0, description="Usage credits a read request costs.")
+    write_credits: int = Field(5, ge=0, description="Usage credits a write request costs.")
+
+    @field_validator("api_key_hourly", "api_key_burst", "client_hourly", "client_burst",
+                     "organization_hourly", "address")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return _check_rate(value)
 
 
 class FeedSettings(_Section):
@@ -248,6 +288,12 @@ class Settings(_Section):
     outbound: OutboundSettings = Field(default_factory=OutboundSettings)
     registration: RegistrationSettings = Field(default_factory=RegistrationSettings)
     feed: FeedSettings = Field(default_factory=FeedSettings)
+    api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings)
+    rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    redis_url: str = Field(
+        "", description="Redis for shared rate-limit counters (AUTHSERVER_REDIS_URL); empty: "
+        "counters in process memory.",
+    )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     resources: list[ResourceServer] = Field(
         default_factory=list,

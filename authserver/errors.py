@@ -171,6 +171,42 @@ class ApiError(AuthServerError):
         self.message = message
         self.details = details or {}
         self.detail = detail
+        self.headers: dict[str, str] = {}
+
+
+def invalid_api_key(message: str = "The provided API key is invalid or expired",
+                    reason: str | None = None, *, detail: str = "") -> ApiError:
+    return ApiError(401, "authentication_error", "invalid_api_key", message,
+                    {"reason": reason} if reason else None, detail=detail)
+
+
+def expired_api_key() -> ApiError:
+    return ApiError(401, "authentication_error", "expired_api_key", "The API key has expired")
+
+
+def insufficient_permissions(needed: str) -> ApiError:
+    return ApiError(403, "permission_error", "insufficient_permissions",
+                    f"The credential lacks the permission {needed}", {"required": needed})
+
+
+def rate_limit_exceeded(retry_after: int, scope: str) -> ApiError:
+    error = ApiError(429, "rate_limit_error", "rate_limit_exceeded",
+                     f"Too many requests; retry in {retry_after} s",
+                     {"retry_after": retry_after, "limit": scope})
+    error.headers["retry-after"] = str(retry_after)
+    return error
+
+
+def not_found(what: str, code: str = "not_found") -> ApiError:
+    return ApiError(404, "invalid_request_error", code, what)
+
+
+def invalid_body(message: str) -> ApiError:
+    return ApiError(400, "invalid_request_error", "invalid_request", message)
+
+
+def unavailable(message: str) -> ApiError:
+    return ApiError(503, "api_error", "temporarily_unavailable", message)
 
 
 class NotFound(AuthServerError):

@@ -22,7 +22,16 @@ EventType = Literal[
     "client.disabled",
     "client.enabled",
     "client.deleted",
+    "client.cut_off",
     "token.revoked",
+    "organization.created",
+    "organization.updated",
+    "organization.disabled",
+    "organization.enabled",
+    "api_key.created",
+    "api_key.updated",
+    "api_key.rotated",
+    "api_key.revoked",
 ]
 
 

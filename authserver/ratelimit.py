@@ -12,6 +12,18 @@ from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from authserver.errors import Invalid
+
+
+def check_limits(spec: str, field: str) -> str:
+    """A `limits` specification ("100/hour;10/minute"), or Invalid naming `field`."""
+    try:
+        if not isinstance(spec, str) or not parse_many(spec):
+            raise ValueError(spec)
+    except ValueError as exc:
+        raise Invalid(f"{field}: {str(spec)[:60]!r} is not a rate like 100/hour") from exc
+    return spec
+
 
 class RateLimiter:
     """One or more limits (e.g. "5/minute;50/day") applied together to each key."""

@@ -13,7 +13,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
-from authserver import events, hashing, registration
+from authserver import apikeys, events, hashing, registration
 from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
@@ -63,6 +63,8 @@ class Runtime:
     revocation: RevocationService
     notifier: Notifier
     feed: FeedService
+    api_key_cache: apikeys.ApiKeyCache
+    api_keys: apikeys.ApiKeyAuthenticator
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -82,7 +84,11 @@ class Runtime:
 
     def apply_events(self, fresh: list[events.EventRecord]) -> None:
         """Invalidate what the events name (on the event loop, beside the cache's readers)."""
+        if any(e.type.startswith("organization.") for e in fresh):
+            self.cache.clear()  # records carry their organisation's state
+            self.api_key_cache.clear()
         self.cache.invalidate(e.subject for e in fresh if e.type.startswith("client."))
+        self.api_key_cache.invalidate(e.subject for e in fresh if e.type.startswith("api_key."))
         self.denied.apply(fresh)
         self.denied.stale = False
         if any(e.type in DELIVERED for e in fresh):
@@ -96,6 +102,7 @@ class Runtime:
         Runs on its own loop, so a poll stuck in the database cannot hold it up."""
         if self.clock.now() - self.last_poll_ok > self.settings.cache.max_staleness:
             self.cache.clear()
+            self.api_key_cache.clear()
             self.denied.stale = True
 
     def poll_events(self) -> int:
@@ -162,8 +169,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     registrar = registration.Registrar(
         settings, catalog, db, clock, hashing.load_or_create_key(keys_dir / REGISTRATION_KEY))
+    api_key_cache = apikeys.ApiKeyCache()
+    api_keys = apikeys.ApiKeyAuthenticator(db, api_key_cache, settings.api_keys.prefix, clock)
     return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
-                   registrar, denied, revocation, notifier, feed)
+                   registrar, denied, revocation, notifier, feed, api_key_cache, api_keys)
 
 
 def prepare_storage(db: Database) -> None:

@@ -127,7 +127,10 @@ def create_client(
 def load_client(session: Session, client_id: str) -> ClientRecord | None:
     """The token path's one indexed read (on a cache miss)."""
     row = session.get(Client, client_id)
-    return None if row is None else ClientRecord.from_row(row)
+    if row is None:
+        return None
+    org = session.get(Organization, row.org_id)
+    return ClientRecord.from_row(row, org_active=org is not None and org.status == "active")
 
 
 def get_client(session: Session, client_id: str) -> ClientRecord:

@@ -43,10 +43,12 @@ class ClientRecord:
     origin: str = "admin"
     last_used_at: float | None = None
     secret_digest: str | None = field(default=None, repr=False)
+    # False while the client's organisation is disabled (read with the client on the token path).
+    org_active: bool = True
 
     @property
     def active(self) -> bool:
-        return self.status == "active"
+        return self.status == "active" and self.org_active
 
     def ip_allowed(self, address: str | None) -> bool:
         """No allowlist allows every address; with one, an unknown address is refused."""
@@ -61,7 +63,7 @@ class ClientRecord:
         return any(ip in net for net in self.ip_allow)
 
     @classmethod
-    def from_row(cls, row: Client) -> ClientRecord:
+    def from_row(cls, row: Client, org_active: bool = True) -> ClientRecord:
         return cls(
             client_id=row.client_id, org_id=row.org_id, name=row.name,
             auth_method=row.auth_method,  # type: ignore[arg-type]
@@ -71,6 +73,7 @@ class ClientRecord:
             status=row.status, created_at=row.created_at, updated_at=row.updated_at,
             tokens_valid_after=row.tokens_valid_after, origin=row.origin,
             last_used_at=row.last_used_at, secret_digest=row.secret_digest,
+            org_active=org_active,
         )
 
     def public_dict(self) -> dict[str, Any]:

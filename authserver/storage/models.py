@@ -135,3 +135,61 @@ class SetReceiver(Base):
     acked: Mapped[list[int]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
     polled_at: Mapped[float] = mapped_column(Float)
+
+
+class ApiKey(Base):
+    """An integrator's API key: the key is `<prefix>_<environment>_<lookup><secret><check>`;
+    only `lookup` (as the id) and the SHA-256 digest of the whole key are stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    environment: Mapped[str] = mapped_column(String(8))
+    permissions: Mapped[list[str]] = mapped_column(JSON)
+    ip_allow: Mapped[list[str]] = mapped_column(JSON)
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # Rate limits of this key, overriding `[api_keys]` defaults ("1000/hour" style strings).
+    rate_limits: Mapped[dict[str, str]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # Set on the old key by a rotation: the key that replaced it.
+    replaced_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Written in batches from memory (never per request).
+    last_used_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class AuditEntry(Base):
+    """Who did what to what, with which outcome; written in the transaction of the change."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(200), index=True)
+    org_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    outcome: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str | None] = mapped_column(String(64), default=None)
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class UsageCounter(Base):
+    """Requests per subject (an API key or a client) and day, by kind, with credits."""
+
+    __tablename__ = "usage_counters"
+
+    subject: Mapped[str] = mapped_column(String(128), primary_key=True)
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    reads: Mapped[int] = mapped_column(Integer, default=0)
+    writes: Mapped[int] = mapped_column(Integer, default=0)
+    credits: Mapped[int] = mapped_column(Integer, default=0)

@@ -48,7 +48,8 @@ def api_error_response(exc: ApiError, rid: str) -> Response:
              "request_id": rid}
     if exc.details:
         error["details"] = exc.details
-    return Response(orjson.dumps({"error": error}), exc.status, NO_STORE, "application/json")
+    return Response(orjson.dumps({"error": error}), exc.status, {**NO_STORE, **exc.headers},
+                    "application/json")
 
 
 async def handle_oauth_error(request: Request, exc: Exception) -> Response:

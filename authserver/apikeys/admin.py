@@ -1,0 +1,209 @@
+"""API key lifecycle: create, list, show, update, rotate, revoke. Each change writes its event
+(caches on every instance drop the key) and its audit entry in the same transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from authserver import audit, events, hashing
+from authserver.apikeys.format import ENVIRONMENTS, Environment, new_key
+from authserver.apikeys.permissions import check_permissions
+from authserver.apikeys.records import ApiKeyRecord
+from authserver.clients.records import check_cidrs
+from authserver.errors import Conflict, Invalid, NotFound
+from authserver.ratelimit import check_limits
+from authserver.scopes import ScopeCatalog
+from authserver.storage.models import ApiKey, Organization
+
+MAX_NAME = 200
+MAX_GRACE = 30 * 86400.0
+RATE_LIMIT_KINDS = ("hourly", "burst")
+
+
+@dataclass(frozen=True)
+class ApiKeySpec:
+    name: str
+    org_id: str
+    permissions: tuple[str, ...]
+    environment: Environment = "live"
+    ip_allow: tuple[str, ...] = ()
+    expires_at: float | None = None
+    rate_limits: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ApiKeyUpdate:
+    """Fields left None stay as they are; `clear_expiry` removes an expiry."""
+
+    name: str | None = None
+    permissions: tuple[str, ...] | None = None
+    ip_allow: tuple[str, ...] | None = None
+    expires_at: float | None = None
+    clear_expiry: bool = False
+    rate_limits: tuple[tuple[str, str], ...] | None = None
+
+
+def _name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME or not name.isprintable():
+        raise Invalid(f"name: 1 to {MAX_NAME} printable characters")
+    return name
+
+
+def _expiry(expires_at: float | None, now: float) -> float | None:
+    if expires_at is not None and expires_at <= now:
+        raise Invalid("expires_at: must be in the future")
+    return expires_at
+
+
+def _limits(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    limits = dict(pairs)
+    unknown = sorted(set(limits) - set(RATE_LIMIT_KINDS))
+    if unknown:
+        raise Invalid(f"rate_limits: unknown kind {unknown[0]!r} (hourly, burst)")
+    for kind, spec in limits.items():
+        check_limits(spec, f"rate_limits.{kind}")
+    return limits
+
+
+def key_row(session: Session, key_id: str, org_id: str | None = None) -> ApiKey:
+    """The key; NotFound also when it belongs to another organisation than `org_id`."""
+    row = session.get(ApiKey, key_id)
+    if row is None or (org_id is not None and row.org_id != org_id):
+        raise NotFound(f"no API key {key_id}")
+    return row
+
+
+def _record(session: Session, row: ApiKey) -> ApiKeyRecord:
+    org = session.get(Organization, row.org_id)
+    return ApiKeyRecord.from_row(row, org_active=org is not None and org.status == "active")
+
+
+def create_key(
+    session: Session, catalog: ScopeCatalog, spec: ApiKeySpec, prefix: str, now: float,
+    actor: audit.Actor, *, action: str = "api_key.create",
+) -> tuple[ApiKeyRecord, str]:
+    """A new key and the key itself (shown once; only its digest is kept)."""
+    if spec.environment not in ENVIRONMENTS:
+        raise Invalid("environment: live or test")
+    if session.get(Organization, spec.org_id) is None:
+        raise NotFound(f"no organisation {spec.org_id}")
+    permissions = check_permissions(spec.permissions, catalog.descriptions)
+    if not permissions:
+        raise Invalid("permissions: at least one")
+    key_id, key = new_key(prefix, spec.environment)
+    row = ApiKey(
+        id=key_id, digest=hashing.digest(key), org_id=spec.org_id, name=_name(spec.name),
+        environment=spec.environment, permissions=list(permissions),
+        ip_allow=check_cidrs(list(spec.ip_allow)), expires_at=_expiry(spec.expires_at, now),
+        rate_limits=_limits(spec.rate_limits), status="active", created_by=actor.name,
+        created_at=now, updated_at=now,
+    )
+    session.add(row)
+    events.record(session, "api_key.created", key_id, now, spec.org_id)
+    audit.record(session, actor, action, key_id, now, org_id=spec.org_id,
+                 details={"name": row.name, "permissions": row.permissions,
+                          "environment": row.environment})
+    session.flush()
+    return _record(session, row), key
+
+
+def load_key(session: Session, key_id: str) -> ApiKeyRecord | None:
+    """The request path's one indexed read (on a cache miss)."""
+    row = session.get(ApiKey, key_id)
+    return None if row is None else _record(session, row)
+
+
+def get_key(session: Session, key_id: str, org_id: str | None = None) -> ApiKeyRecord:
+    return _record(session, key_row(session, key_id, org_id))
+
+
+def list_keys(
+    session: Session, org_id: str | None = None, *, include_revoked: bool = False
+) -> list[ApiKeyRecord]:
+    query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
+    if org_id is not None:
+        query = query.where(ApiKey.org_id == org_id)
+    if not include_revoked:
+        query = query.where(ApiKey.status == "active")
+    return [_record(session, row) for row in session.scalars(query)]
+
+
+def update_key(
+    session: Session, catalog: ScopeCatalog, key_id: str, update: ApiKeyUpdate, now: float,
+    actor: audit.Actor, org_id: str | None = None,
+) -> ApiKeyRecord:
+    row = key_row(session, key_id, org_id)
+    if row.status != "active":
+        raise Conflict(f"API key {key_id} is revoked")
+    changed: dict[str, Any] = {}
+    if update.name is not None:
+        row.name = changed["name"] = _name(update.name)
+    if update.permissions is not None:
+        permissions = check_permissions(update.permissions, catalog.descriptions)
+        if not permissions:
+            raise Invalid("permissions: at least one")
+        row.permissions = changed["permissions"] = list(permissions)
+    if update.ip_allow is not None:
+        row.ip_allow = changed["ip_allowlist"] = check_cidrs(list(update.ip_allow))
+    if update.clear_expiry:
+        row.expires_at = changed["expires_at"] = None
+    elif update.expires_at is not None:
+        row.expires_at = changed["expires_at"] = _expiry(update.expires_at, now)
+    if update.rate_limits is not None:
+        row.rate_limits = changed["rate_limits"] = _limits(update.rate_limits)
+    row.updated_at = now
+    events.record(session, "api_key.updated", key_id, now, row.org_id)
+    audit.record(session, actor, "api_key.update", key_id, now, org_id=row.org_id,
+                 details=changed)
+    return _record(session, row)
+
+
+def rotate_key(
+    session: Session, key_id: str, prefix: str, now: float, actor: audit.Actor, *,
+    grace: float = 0.0, org_id: str | None = None,
+) -> tuple[ApiKeyRecord, str]:
+    """A new key with the same settings; the old one is revoked now, or expires after `grace`
+    seconds. Returns the new key's record and the new key (shown once)."""
+    if not 0 <= grace <= MAX_GRACE:
+        raise Invalid(f"grace_period: 0 to {int(MAX_GRACE)} seconds")
+    old = key_row(session, key_id, org_id)
+    if old.status != "active" or (old.expires_at is not None and old.expires_at <= now):
+        raise Conflict(f"API key {key_id} is no longer active")
+    new_id, key = new_key(prefix, old.environment)  # type: ignore[arg-type]
+    row = ApiKey(
+        id=new_id, digest=hashing.digest(key), org_id=old.org_id, name=old.name,
+        environment=old.environment, permissions=list(old.permissions),
+        ip_allow=list(old.ip_allow), expires_at=old.expires_at,
+        rate_limits=dict(old.rate_limits), status="active", created_by=actor.name,
+        created_at=now, updated_at=now,
+    )
+    session.add(row)
+    old.replaced_by = new_id
+    old.updated_at = now
+    if grace > 0:
+        old.expires_at = min(old.expires_at or now + grace, now + grace)
+    else:
+        old.status, old.revoked_at = "revoked", now
+    events.record(session, "api_key.created", new_id, now, old.org_id)
+    events.record(session, "api_key.rotated", key_id, now, old.org_id, {"replaced_by": new_id})
+    audit.record(session, actor, "api_key.rotate", key_id, now, org_id=old.org_id,
+                 details={"replaced_by": new_id, "grace_period": grace})
+    session.flush()
+    return _record(session, row), key
+
+
+def revoke_key(
+    session: Session, key_id: str, now: float, actor: audit.Actor, org_id: str | None = None
+) -> ApiKeyRecord:
+    """Revoke at once; a repeat is a no-op."""
+    row = key_row(session, key_id, org_id)
+    if row.status == "active":
+        row.status, row.revoked_at, row.updated_at = "revoked", now, now
+        events.record(session, "api_key.revoked", key_id, now, row.org_id)
+        audit.record(session, actor, "api_key.revoke", key_id, now, org_id=row.org_id)
+    return _record(session, row)

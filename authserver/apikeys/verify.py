@@ -1,0 +1,66 @@
+"""Checking a presented API key: shape and checksum (no read), then the cached record, the
+digest in constant time, state, organisation and IP allowlist. Permissions are the caller's."""
+
+from __future__ import annotations
+
+from authserver import hashing
+from authserver.apikeys.admin import load_key
+from authserver.apikeys.format import parse_key
+from authserver.apikeys.records import ApiKeyRecord
+from authserver.cache import CachedDirectory, VersionedCache
+from authserver.clock import Clock
+from authserver.errors import (
+    ApiError,
+    TemporarilyUnavailable,
+    expired_api_key,
+    invalid_api_key,
+    unavailable,
+)
+from authserver.storage.db import Database
+
+
+class ApiKeyCache(VersionedCache[ApiKeyRecord]):
+    pass
+
+
+class ApiKeyDirectory(CachedDirectory[ApiKeyRecord]):
+    what = "API key"
+
+    def _load(self, key: str) -> ApiKeyRecord | None:
+        with self.db.session() as session:
+            return load_key(session, key)
+
+
+class ApiKeyAuthenticator:
+    def __init__(self, db: Database, cache: ApiKeyCache, prefix: str, clock: Clock) -> None:
+        self.keys = ApiKeyDirectory(db, cache)
+        self.prefix = prefix
+        self.clock = clock
+
+    async def authenticate(self, presented: str, client_ip: str | None) -> ApiKeyRecord:
+        """The key's record, or an ApiError: 401 invalid/expired (with `details.reason` for an
+        IP allowlist mismatch or a disabled organisation), 503 when the store is down."""
+        parsed = parse_key(presented, self.prefix)
+        if parsed is None:
+            raise invalid_api_key(detail="malformed")
+        try:
+            record = await self.keys.get(parsed.key_id)
+        except TemporarilyUnavailable as exc:
+            raise unavailable(exc.description) from exc
+        if record is None or not hashing.matches(presented, record.digest):
+            raise invalid_api_key(detail=f"unknown {parsed.key_id}")
+        state = record.state(self.clock.now())
+        if state == "expired":
+            raise expired_api_key()
+        if state != "active":
+            raise invalid_api_key("The API key has been revoked", detail=f"revoked {record.id}")
+        if not record.org_active:
+            raise invalid_api_key("The API key's organisation is disabled",
+                                  "organization_disabled")
+        if not record.ip_allowed(client_ip):
+            raise invalid_api_key("The API key may not be used from this address",
+                                  "ip_whitelist_mismatch")
+        return record
+
+
+__all__ = ["ApiError", "ApiKeyAuthenticator", "ApiKeyCache", "ApiKeyDirectory"]
