@@ -1,18 +1,27 @@
-"""Rate limits per key (source address, later client and API key), with the `limits` library.
+"""Rate limits with the `limits` library (sliding window counters: O(1) per check, unlike a
+moving window's log of every hit): per source address, API key, OAuth client and organisation.
 
-Counters live in this process's memory; shared counters (Redis) are a storage URI away.
+Counters live in this process's memory, or in Redis (`redis_url`) so that every instance shares
+them. A counter store that fails lets the request through and logs why (fail open): a rate
+limit protects capacity, it is not an access control.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import math
 import time
+from dataclasses import dataclass
 
-from limits import parse_many
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits import RateLimitItem, parse_many
+from limits.storage import Storage, storage_from_string
+from limits.strategies import SlidingWindowCounterRateLimiter
 
+from authserver.config import RateLimitSettings
 from authserver.errors import Invalid
+
+log = logging.getLogger("authserver.ratelimit")
 
 
 def check_limits(spec: str, field: str) -> str:
@@ -25,21 +34,101 @@ def check_limits(spec: str, field: str) -> str:
     return spec
 
 
+def rate_key(address: str | None) -> str:
+    """IPv6 callers are counted per /64 (one host usually holds a whole /64); IPv4-mapped
+    addresses count as their IPv4 address."""
+    if address is None:
+        return "-"
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:  # a unix socket peer, a test client: counted by its name
+        return address[:100]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+def counter_store(url: str = "") -> Storage:
+    """The counters' store: a `redis://` URL, or this process's memory."""
+    store = storage_from_string(url or "memory://")
+    assert isinstance(store, Storage)
+    return store
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome for the tightest limit: `retry_after` is None when allowed."""
+
+    limit: int
+    remaining: int
+    reset: int
+    retry_after: int | None = None
+    name: str = ""
+
+
 class RateLimiter:
     """One or more limits (e.g. "5/minute;50/day") applied together to each key."""
 
-    def __init__(self, spec: str, namespace: str, storage_uri: str = "memory://") -> None:
+    def __init__(self, spec: str, namespace: str, storage: Storage | str = "memory://") -> None:
         self.items = parse_many(spec)
         self.namespace = namespace
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self._limiter = SlidingWindowCounterRateLimiter(
+            counter_store(storage) if isinstance(storage, str) else storage)
 
     def hit(self, key: str) -> int | None:
         """Count one request for `key`: None when allowed, else the seconds to wait. A refused
         request is not counted, so a client that waits as told gets through."""
-        for item in self.items:
-            if not self._limiter.test(item, self.namespace, key):
-                reset = self._limiter.get_window_stats(item, self.namespace, key).reset_time
-                return max(1, math.ceil(reset - time.time()))
-        for item in self.items:
-            self._limiter.hit(item, self.namespace, key)
-        return None
+        return self.check(key).retry_after
+
+    def check(self, key: str, items: list[RateLimitItem] | None = None) -> Verdict:
+        """Like `hit`, with what the RateLimit-* headers need; `items` override the defaults."""
+        items = items or self.items
+        try:
+            for item in items:
+                if not self._limiter.test(item, self.namespace, key):
+                    stats = self._limiter.get_window_stats(item, self.namespace, key)
+                    wait = max(1, math.ceil(stats.reset_time - time.time()))
+                    return Verdict(item.amount, 0, wait, wait, self.namespace)
+            tightest: Verdict | None = None
+            for item in items:
+                self._limiter.hit(item, self.namespace, key)
+                stats = self._limiter.get_window_stats(item, self.namespace, key)
+                verdict = Verdict(item.amount, stats.remaining,
+                                  max(0, math.ceil(stats.reset_time - time.time())),
+                                  name=self.namespace)
+                if tightest is None or verdict.remaining < tightest.remaining:
+                    tightest = verdict
+            assert tightest is not None
+            return tightest
+        except Exception as exc:  # the counter store is down: fail open, loudly
+            log.warning("rate-limit store failed for %s; request let through: %s",
+                        self.namespace, type(exc).__name__)
+            return Verdict(0, 0, 0, name=self.namespace)
+
+
+class Limits:
+    """Every limit of the platform, sharing one counter store."""
+
+    def __init__(self, settings: RateLimitSettings, storage: Storage) -> None:
+        self.storage = storage
+        self.api_key = RateLimiter(f"{settings.api_key_hourly};{settings.api_key_burst}",
+                                   "api_key", storage)
+        self.client = RateLimiter(f"{settings.client_hourly};{settings.client_burst}",
+                                  "client", storage)
+        self.organization = RateLimiter(settings.organization_hourly, "organization", storage)
+        self.address = RateLimiter(settings.address, "address", storage)
+        self._defaults = {"hourly": settings.api_key_hourly, "burst": settings.api_key_burst}
+        self._parsed: dict[tuple[tuple[str, str], ...], list[RateLimitItem]] = {}
+
+    def key_items(self, overrides: dict[str, str]) -> list[RateLimitItem] | None:
+        """The limits of a key with its own `rate_limits` (None: the defaults)."""
+        if not overrides:
+            return None
+        marker = tuple(sorted(overrides.items()))
+        items = self._parsed.get(marker)
+        if items is None:
+            merged = {**self._defaults, **overrides}
+            items = self._parsed[marker] = parse_many(f"{merged['hourly']};{merged['burst']}")
+        return items

@@ -25,12 +25,16 @@ from authserver.oauth.feed import FeedService, Notifier
 from authserver.oauth.revocation import RevocationService
 from authserver.oauth.token import TokenService
 from authserver.outbound import JsonFetcher
+from authserver.ratelimit import Limits, counter_store
 from authserver.replay import MemoryReplayCache
 from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
+from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.app import build_app
+from authserver.web.credentials import install_log_redaction
 from authserver.web.feed import FeedEndpoint
+from authserver.web.forward_auth import ForwardAuth
 from authserver.web.oauth import OAuthEndpoints
 from authserver.web.registration import RegistrationEndpoints
 from authserver.web.wellknown import WellKnown
@@ -65,6 +69,7 @@ class Runtime:
     feed: FeedService
     api_key_cache: apikeys.ApiKeyCache
     api_keys: apikeys.ApiKeyAuthenticator
+    limits: Limits
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -157,8 +162,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     fetcher = JsonFetcher(settings.outbound, clock)
     authenticator = ClientAuthenticator(settings, clock, MemoryReplayCache(), fetcher)
     usage = UsageTracker()
+    limits = Limits(settings.rate_limits, counter_store(settings.redis_url))
     tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
-                          catalog, usage)
+                          catalog, usage, limits)
     denied = DenyList()
     directory = tokens.clients
     inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied, db)
@@ -172,7 +178,8 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     api_key_cache = apikeys.ApiKeyCache()
     api_keys = apikeys.ApiKeyAuthenticator(db, api_key_cache, settings.api_keys.prefix, clock)
     return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
-                   registrar, denied, revocation, notifier, feed, api_key_cache, api_keys)
+                   registrar, denied, revocation, notifier, feed, api_key_cache, api_keys,
+                   limits)
 
 
 def prepare_storage(db: Database) -> None:
@@ -200,6 +207,7 @@ def create_app(
     settings: Settings, clock: Clock | None = None, runtime: Runtime | None = None
 ) -> Starlette:
     rt = runtime or build_runtime(settings, clock)
+    install_log_redaction()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -258,7 +266,9 @@ def create_app(
         oauth=OAuthEndpoints(settings, rt.tokens, rt.revocation),
         feed=FeedEndpoint(settings, rt.feed),
         registration=None if settings.registration.policy == "closed"
-        else RegistrationEndpoints(settings, rt.registrar, rt.cache),
+        else RegistrationEndpoints(settings, rt.registrar, rt.cache, rt.limits),
+        api_keys=ApiKeyEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock),
+        forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits),
         lifespan=lifespan,
     )
     app.state.runtime = rt

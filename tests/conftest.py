@@ -100,6 +100,9 @@ def make_settings(tmp_path: Path, database_url: str | None = None, **overrides: 
         "database_url": database_url or f"sqlite:///{tmp_path / 'authserver.db'}",
         "keys_dir": str(tmp_path / "keys"),
         "data_dir": str(tmp_path / "data"),
+        # Load tests hammer one client from one address; rate-limit tests set their own.
+        "rate_limits": {"client_hourly": "10000000/hour", "client_burst": "1000000/minute",
+                        "organization_hourly": "10000000/hour", "address": "1000000/minute"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -404,3 +405,27 @@ async def test_scope_flagged_api_key_only_later_is_not_granted(tmp_path: Any) ->
                                basic(client.client_id, secret))
         assert response.status_code == 200
         assert response.json()["scope"] == "read"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("limits", "scope"), [
+    ({"client_burst": "2/minute"}, "client"),
+    ({"address": "2/minute"}, "address"),
+    ({"organization_hourly": "2/hour"}, "organization"),
+])
+async def test_token_rate_limits(tmp_path: Path, limits: dict[str, str], scope: str) -> None:
+    """Per client (burst), per source address and per organisation: 429 in the OAuth format
+    with Retry-After and retry_after; a refused request is not counted."""
+    settings = make_settings(tmp_path, rate_limits=limits)
+    async with running_app(settings) as h:
+        record, secret = factories.create_client(h.runtime, scopes=["read"])
+        assert secret
+        auth = factories.basic_auth(record.client_id, secret)
+        data = {"grant_type": "client_credentials"}
+        for _ in range(2):
+            assert (await h.http.post("/token", data=data, headers=auth)).status_code == 200
+        refused = await h.http.post("/token", data=data, headers=auth)
+        assert refused.status_code == 429
+        body = refused.json()
+        assert body["error"] == "too_many_requests" and scope in body["error_description"]
+        assert int(refused.headers["retry-after"]) == body["retry_after"] >= 1

@@ -21,11 +21,13 @@ from authserver.errors import (
     InvalidScope,
     InvalidTarget,
     TemporarilyUnavailable,
+    TooManyRequests,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
 from authserver.keyring import Keyring
 from authserver.oauth.client_auth import ClientAuthenticator, extract_credentials
+from authserver.ratelimit import Limits, Verdict, rate_key
 from authserver.scopes import ScopeCatalog, grant_scopes, parse_scope
 from authserver.tokens import IssuedToken, mint_access_token
 from authserver.uris import is_resource_uri
@@ -47,6 +49,7 @@ class TokenService:
     def __init__(
         self, settings: Settings, clock: Clock, keyring: Keyring, clients: ClientDirectory,
         authenticator: ClientAuthenticator, catalog: ScopeCatalog, usage: UsageTracker,
+        limits: Limits,
     ) -> None:
         self.settings = settings
         self.issuer = settings.issuer
@@ -59,13 +62,17 @@ class TokenService:
         self.authenticator = authenticator
         self.catalog = catalog
         self.usage = usage
+        self.limits = limits
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise InvalidRequest("grant_type is required")
+        _enforce(self.limits.address.check(rate_key(request.client_ip)))
         client = await self.authenticate(params, request.authorization, request.client_ip)
+        _enforce(self.limits.client.check(client.client_id))
+        _enforce(self.limits.organization.check(client.org_id))
         if grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("This grant_type is not supported")
         if grant_type not in client.grant_types:
@@ -136,3 +143,9 @@ class TokenService:
             except Invalid as exc:
                 raise InvalidScope(str(exc)) from exc
         return grant_scopes(requested or None, allowed, self.policy)
+
+
+def _enforce(verdict: Verdict) -> None:
+    if verdict.retry_after is not None:
+        raise TooManyRequests(f"Too many token requests ({verdict.name} limit); retry in "
+                              f"{verdict.retry_after} s", verdict.retry_after)

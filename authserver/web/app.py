@@ -11,6 +11,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from authserver.errors import ApiError, OAuthError
+from authserver.web.apikeys import API_PREFIX, ApiKeyEndpoints
 from authserver.web.errors import (
     handle_api_error,
     handle_http_exception,
@@ -18,6 +19,7 @@ from authserver.web.errors import (
     handle_unexpected,
 )
 from authserver.web.feed import FEED_PATH, FeedEndpoint
+from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
 from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
@@ -29,6 +31,7 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints,
     registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
+    api_keys: ApiKeyEndpoints | None = None, forward_auth: ForwardAuth | None = None,
     lifespan: Lifespan | None = None,
 ) -> Starlette:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
@@ -53,6 +56,29 @@ def build_app(
             Route(REGISTRATION_PATH, registration.register, methods=["POST"]),
             Route(REGISTRATION_PATH + "/{client_id}", registration.configuration,
                   methods=["GET", "PUT", "DELETE"]),
+        ]
+    if api_keys is not None:
+        routes += [
+            Route(API_PREFIX + "/api-key", api_keys.self_inspection, methods=["GET"]),
+            Route(API_PREFIX + "/api-keys", api_keys.list_keys, methods=["GET"]),
+            Route(API_PREFIX + "/api-keys", api_keys.create_key, methods=["POST"]),
+            Route(API_PREFIX + "/api-keys/{key_id}", api_keys.show_key, methods=["GET"]),
+            Route(API_PREFIX + "/api-keys/{key_id}", api_keys.update_key, methods=["PATCH"]),
+            Route(API_PREFIX + "/api-keys/{key_id}/rotate", api_keys.rotate_key,
+                  methods=["POST"]),
+            Route(API_PREFIX + "/api-keys/{key_id}/revoke", api_keys.revoke_key,
+                  methods=["POST"]),
+            Route(API_PREFIX + "/organizations", api_keys.list_orgs, methods=["GET"]),
+            Route(API_PREFIX + "/organizations", api_keys.create_org, methods=["POST"]),
+            Route(API_PREFIX + "/organizations/{org_id}", api_keys.show_org, methods=["GET"]),
+            Route(API_PREFIX + "/organizations/{org_id}", api_keys.update_org,
+                  methods=["PATCH"]),
+        ]
+    if forward_auth is not None:
+        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        routes += [
+            Route(FORWARD_AUTH_PATH, forward_auth.check, methods=methods),
+            Route(FORWARD_AUTH_PATH + "/{path:path}", forward_auth.check, methods=methods),
         ]
     return Starlette(
         routes=routes,

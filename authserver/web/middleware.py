@@ -64,12 +64,12 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
     X-Forwarded-For entry that is not itself a trusted proxy."""
     client = scope.get("client")
     peer = client[0] if client else None
-    if not trusted or peer is None or not _in(peer, trusted):
+    if not trusted or peer is None or not in_networks(peer, trusted):
         return peer
     forwarded = Headers(scope=scope).getlist("x-forwarded-for")
     hops = [_host(hop) for value in forwarded for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if hop is None or not _in(hop, trusted):
+        if hop is None or not in_networks(hop, trusted):
             return hop
     return hops[0] if hops and hops[0] else peer
 
@@ -91,7 +91,7 @@ def _host(hop: str) -> str | None:
     return None
 
 
-def _in(address: str, networks: Sequence[Network]) -> bool:
+def in_networks(address: str, networks: Sequence[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

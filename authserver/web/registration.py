@@ -21,7 +21,7 @@ from authserver.errors import (
     OAuthError,
     TooManyRequests,
 )
-from authserver.ratelimit import RateLimiter
+from authserver.ratelimit import Limits, RateLimiter, rate_key
 from authserver.registration import Origin, Registrar
 from authserver.web.errors import NO_STORE
 from authserver.web.forms import read_body
@@ -78,25 +78,13 @@ async def json_object(
     return body
 
 
-def rate_key(address: str | None) -> str:
-    """IPv6 callers are counted per /64 (one host usually holds a whole /64); IPv4-mapped
-    addresses count as their IPv4 address."""
-    if address is None:
-        return "-"
-    ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
-
-
 def _json(body: dict[str, Any], status: int) -> Response:
     return Response(orjson.dumps(body), status, NO_STORE, "application/json")
 
 
 class RegistrationEndpoints:
-    def __init__(self, settings: Settings, registrar: Registrar, cache: ClientCache) -> None:
+    def __init__(self, settings: Settings, registrar: Registrar, cache: ClientCache,
+                 limits: Limits) -> None:
         self.registrar = registrar
         # This instance drops its cached copy at once; others follow the event log.
         self.cache = cache
@@ -104,8 +92,8 @@ class RegistrationEndpoints:
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
         reg = settings.registration
-        self.limiter = RateLimiter(reg.rate_limit, "registration") if reg.policy == "open" \
-            else None
+        self.limiter = RateLimiter(reg.rate_limit, "registration", limits.storage) \
+            if reg.policy == "open" else None
 
     async def register(self, request: Request) -> Response:
         """RFC 7591 §3.1 client registration request."""

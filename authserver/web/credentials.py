@@ -1,0 +1,56 @@
+"""How API keys arrive: the `x-api-key` header, or (deprecated) the `x-api-key` query parameter,
+which is redacted from every log line. An API key sent as `Authorization: Bearer` is refused
+with a hint."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.requests import Request
+
+from authserver.apikeys import looks_like_key
+from authserver.errors import invalid_api_key
+
+API_KEY_HEADER = "x-api-key"
+QUERY_WARNING = ('299 - "Sending the API key in the query string is deprecated; '
+                 'use the x-api-key header"')
+_IN_QUERY = re.compile(r"(?i)([?&]x-api-key=)[^&\s\"]*")
+
+
+def redact(text: str) -> str:
+    return _IN_QUERY.sub(r"\1[redacted]", text)
+
+
+class RedactApiKeys(logging.Filter):
+    """Removes `x-api-key` query values from log records (uvicorn's access log logs paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("uvicorn.access", "uvicorn.error", "authserver"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactApiKeys) for f in logger.filters):
+            logger.addFilter(RedactApiKeys())
+
+
+def presented_api_key(request: Request, prefix: str, allow_query: bool) -> tuple[str, bool]:
+    """(the key, whether it came in the query string); 401 `invalid_api_key` without one."""
+    header = request.headers.get(API_KEY_HEADER)
+    if header is not None:
+        return header.strip(), False
+    if allow_query:
+        query = request.query_params.get(API_KEY_HEADER)
+        if query is not None:
+            return query.strip(), True
+    kind, _, value = request.headers.get("authorization", "").partition(" ")
+    if kind.lower() == "bearer" and looks_like_key(value.strip(), prefix):
+        raise invalid_api_key("API keys are sent in the x-api-key header, not as "
+                              "Authorization: Bearer", "api_key_in_authorization_header")
+    raise invalid_api_key("An API key is required in the x-api-key header", "missing")

@@ -1,0 +1,165 @@
+"""Forward-auth for gateways: nginx `auth_request`, Traefik `forwardAuth`, Envoy `ext_authz`
+(HTTP mode). See docs/forward-auth.md.
+
+The original request comes from forwarded headers, believed only from a trusted proxy: method
+from `X-Forwarded-Method` / `X-Original-Method`, path from `X-Forwarded-Uri` /
+`X-Original-URI`, client address from `X-Forwarded-For`. Envoy instead sends the original
+method and path itself under the `/forward-auth` prefix. The answer is 200 with identity headers,
+or 401 / 403 / 429 in the platform envelope.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from authserver import apikeys
+from authserver.config import Settings
+from authserver.errors import (
+    ApiError,
+    TemporarilyUnavailable,
+    insufficient_permissions,
+    invalid_api_key,
+    rate_limit_exceeded,
+    unavailable,
+)
+from authserver.ratelimit import Limits, Verdict
+from authserver.revocation import TokenInspector
+from authserver.web.credentials import API_KEY_HEADER, QUERY_WARNING
+from authserver.web.middleware import client_address, in_networks
+
+FORWARD_AUTH_PATH = "/forward-auth"
+_METHODS = ("x-forwarded-method", "x-original-method")
+_URIS = ("x-forwarded-uri", "x-original-uri")
+
+
+@dataclass(frozen=True, slots=True)
+class Original:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    address: str | None
+
+
+def invalid_token() -> ApiError:
+    return ApiError(401, "authentication_error", "invalid_token",
+                    "The access token is invalid, expired or revoked")
+
+
+class ForwardAuth:
+    def __init__(
+        self, settings: Settings, authenticator: apikeys.ApiKeyAuthenticator,
+        inspector: TokenInspector, limits: Limits,
+    ) -> None:
+        self.settings = settings
+        self.authenticator = authenticator
+        self.inspector = inspector
+        self.limits = limits
+        self.prefix = settings.api_keys.prefix
+        self.trusted = [ipaddress.ip_network(c, strict=False)
+                        for c in settings.server.trusted_proxies]
+
+    def original(self, request: Request) -> Original:
+        peer = request.client.host if request.client else None
+        if peer is None or not in_networks(peer, self.trusted):
+            raise ApiError(403, "permission_error", "untrusted_proxy",
+                           "forward-auth answers trusted proxies only (server.trusted_proxies)")
+        headers = request.headers
+        tail = request.path_params.get("path")
+        if tail is not None:  # Envoy: the original request, path prefixed
+            method, uri = request.method, "/" + tail + (
+                "?" + request.url.query if request.url.query else "")
+        else:
+            method = next((headers[h] for h in _METHODS if h in headers), request.method)
+            uri = next((headers[h] for h in _URIS if h in headers), "/")
+        parts = urlsplit(uri)
+        return Original(method.upper(), parts.path or "/", parse_qs(parts.query),
+                        client_address(request.scope, self.trusted))
+
+    async def check(self, request: Request) -> Response:
+        original = self.original(request)
+        needed = apikeys.required(original.method, original.path)
+        headers: dict[str, str] = {"cache-control": "no-store"}
+        key = request.headers.get(API_KEY_HEADER)
+        from_query = False
+        if key is None and self.settings.api_keys.allow_query_parameter:
+            values = original.query.get(API_KEY_HEADER)
+            if values:
+                key, from_query = values[0], True
+        kind, _, bearer = request.headers.get("authorization", "").partition(" ")
+        bearer = bearer.strip() if kind.lower() == "bearer" else ""
+        if key is not None:
+            grants, identity, verdict = await self._api_key(key.strip(), original.address)
+            if from_query:
+                headers["deprecation"] = "true"
+                headers["warning"] = QUERY_WARNING
+        elif bearer and apikeys.looks_like_key(bearer, self.prefix):
+            raise invalid_api_key("API keys are sent in the x-api-key header, not as "
+                                  "Authorization: Bearer", "api_key_in_authorization_header")
+        elif bearer:
+            grants, identity, verdict = await self._token(bearer)
+        else:
+            raise invalid_api_key("An API key (x-api-key) or a bearer token is required",
+                                  "missing")
+        if needed is None or not apikeys.grants(grants, *needed):
+            wanted = f"{needed[0]}.{needed[1]}" if needed else f"{original.method} (no action)"
+            raise insufficient_permissions(wanted)
+        headers.update(identity)
+        headers.update(_ratelimit_headers(verdict))
+        return Response(b"", 200, headers)
+
+    async def _api_key(self, key: str, address: str | None
+                       ) -> tuple[frozenset[str], dict[str, str], Verdict]:
+        record = await self.authenticator.authenticate(key, address)
+        verdict = self._limit(self.limits.api_key.check(
+            record.id, self.limits.key_items(record.rate_limits)), record.org_id)
+        return frozenset(record.permissions), {
+            "x-auth-org-id": record.org_id, "x-auth-api-key-id": record.id,
+            "x-auth-environment": record.environment,
+            "x-auth-permissions": " ".join(record.permissions),
+        }, verdict
+
+    async def _token(self, token: str) -> tuple[frozenset[str], dict[str, str], Verdict]:
+        try:
+            claims = await self.inspector.active(token)
+        except TemporarilyUnavailable as exc:
+            raise unavailable(exc.description) from exc
+        if claims is None:
+            raise invalid_token()
+        scopes = frozenset(str(claims.get("scope", "")).split())
+        client_id = str(claims["client_id"])
+        org_id = str(claims.get("org_id", ""))
+        verdict = self._limit(self.limits.client.check(client_id), org_id)
+        identity = {"x-auth-client-id": client_id, "x-auth-subject": str(claims["sub"]),
+                    "x-auth-scopes": " ".join(sorted(scopes))}
+        if org_id:
+            identity["x-auth-org-id"] = org_id
+        return scopes, identity, verdict
+
+    def _limit(self, own: Verdict, org_id: str) -> Verdict:
+        """The credential's own limit, then its organisation's; 429 when either is spent."""
+        if own.retry_after is not None:
+            raise _too_many(own)
+        if org_id:
+            org = self.limits.organization.check(org_id)
+            if org.retry_after is not None:
+                raise _too_many(org)
+        return own
+
+
+def _ratelimit_headers(verdict: Verdict) -> dict[str, str]:
+    if not verdict.limit:
+        return {}
+    return {"ratelimit-limit": str(verdict.limit), "ratelimit-remaining": str(verdict.remaining),
+            "ratelimit-reset": str(verdict.reset)}
+
+
+def _too_many(verdict: Verdict) -> ApiError:
+    assert verdict.retry_after is not None
+    error = rate_limit_exceeded(verdict.retry_after, verdict.name)
+    error.headers.update(_ratelimit_headers(verdict))
+    return error

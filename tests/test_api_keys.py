@@ -1,0 +1,230 @@
+"""API keys over the admin API: lifecycle, self-inspection, organisation scoping, escalation,
+the error envelope on bad input; the key format and permission rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from authserver import apikeys, audit, organizations
+from authserver.apikeys.format import parse_key
+from authserver.clock import FakeClock
+from authserver.storage.models import AuditEntry, Event
+from tests.conftest import AppHarness
+
+pytestmark = pytest.mark.anyio
+KEYS = "/api/v1/api-keys"
+
+
+def new_key(h: AppHarness, org_id: str, *permissions: str, **extra: Any) -> tuple[str, str]:
+    with h.runtime.db.session(write=True) as session:
+        record, key = apikeys.create_key(
+            session, h.runtime.catalog, apikeys.ApiKeySpec("k", org_id, permissions, **extra),
+            "as", h.runtime.clock.now(), audit.Actor("test"))
+    return record.id, key
+
+
+def new_org(h: AppHarness, name: str = "Acme") -> str:
+    with h.runtime.db.session(write=True) as session:
+        return organizations.create_org(session, name, h.runtime.clock.now(),
+                                        audit.Actor("test")).id
+
+
+def assert_envelope(response: Any, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert error["code"] == code and error["status"] == status
+    assert error["request_id"] == response.headers["x-request-id"]
+    assert {"type", "message"} <= set(error)
+    return error
+
+
+def test_key_format_and_checksum() -> None:
+    key_id, key = apikeys.new_key("as", "test")
+    assert key.startswith("as_test_") and len(key) == 69
+    parsed = parse_key(key, "as")
+    assert parsed is not None and parsed.key_id == key_id and parsed.environment == "test"
+    flipped = key[:-1] + ("0" if key[-1] != "0" else "1")
+    assert parse_key(flipped, "as") is None  # checksum
+    assert parse_key(key, "other") is None
+    assert parse_key(key[:20], "as") is None
+    assert parse_key(key.replace("_test_", "_prod_"), "as") is None
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("GET", "/api/v1/invoices/42", ("invoices", "read")),
+    ("HEAD", "/invoices", ("invoices", "read")),
+    ("POST", "/api/v2/invoices", ("invoices", "create")),
+    ("PATCH", "/v1/Customers/7?x=1", ("customers", "update")),
+    ("DELETE", "/api/invoices/1", ("invoices", "delete")),
+    ("GET", "/", ("", "read")),
+    ("TRACE", "/invoices", None),
+])
+def test_required_permission(method: str, path: str, expected: Any) -> None:
+    assert apikeys.required(method, path) == expected
+
+
+def test_grants_and_wildcards() -> None:
+    assert apikeys.grants(("*",), "x", "delete")
+    assert apikeys.grants(("invoices.*",), "invoices", "delete")
+    assert apikeys.grants(("*.read",), "customers", "read")
+    assert not apikeys.grants(("*.read",), "customers", "create")
+    assert not apikeys.grants(("invoices.read",), "invoices", "update")
+    assert not apikeys.grants(("invoices.read",), "invoice", "read")
+    with pytest.raises(Exception, match=r"invoices\.fly"):
+        apikeys.check_permissions(["invoices.fly"], ())
+
+
+async def test_lifecycle_over_the_admin_api(harness: AppHarness, clock: FakeClock) -> None:
+    h = harness
+    _, admin = new_key(h, "org_default", "api-keys.*", "invoices.*")
+    auth = {"x-api-key": admin}
+    org = new_org(h)
+    created = await h.http.post(KEYS, json={"name": "billing", "org_id": org,
+                                            "permissions": ["invoices.read"],
+                                            "ip_allowlist": ["10.0.0.0/8"],
+                                            "expires_in": 3600}, headers=auth)
+    assert created.status_code == 201, created.text
+    assert created.headers["cache-control"] == "no-store"
+    body = created.json()
+    key, key_id = body["key"], body["api_key"]["id"]
+    assert body["api_key"]["ip_allowlist"] == ["10.0.0.0/8"]
+    listed = await h.http.get(KEYS, params={"org_id": org}, headers=auth)
+    assert [k["id"] for k in listed.json()["data"]] == [key_id]
+    assert key not in listed.text and "digest" not in listed.text
+
+    # the key itself: refused from 127.0.0.1 (allowlist), then allowed once widened
+    error = assert_envelope(await h.http.get("/api/v1/api-key", headers={"x-api-key": key}),
+                            401, "invalid_api_key")
+    assert error["details"]["reason"] == "ip_whitelist_mismatch"
+    patched = await h.http.patch(f"{KEYS}/{key_id}", json={"ip_allowlist": [],
+                                                           "name": "billing 2"}, headers=auth)
+    assert patched.status_code == 200 and patched.json()["name"] == "billing 2"
+    h.runtime.poll_events()
+    me = await h.http.get("/api/v1/api-key", headers={"x-api-key": key})
+    assert me.status_code == 200
+    assert me.json()["permissions"] == ["invoices.read"] and me.json()["org_id"] == org
+
+    rotated = await h.http.post(f"{KEYS}/{key_id}/rotate", json={"grace_period": 60},
+                                headers=auth)
+    assert rotated.status_code == 201
+    new = rotated.json()["key"]
+    h.runtime.poll_events()
+    for k in (key, new):
+        assert (await h.http.get("/api/v1/api-key", headers={"x-api-key": k})).status_code == 200
+    clock.advance(61)
+    assert_envelope(await h.http.get("/api/v1/api-key", headers={"x-api-key": key}),
+                    401, "expired_api_key")
+    new_id = rotated.json()["api_key"]["id"]
+    revoked = await h.http.post(f"{KEYS}/{new_id}/revoke", headers=auth)
+    assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
+    h.runtime.poll_events()
+    assert_envelope(await h.http.get("/api/v1/api-key", headers={"x-api-key": new}),
+                    401, "invalid_api_key")
+    with h.runtime.db.session() as session:
+        actions = [a.action for a in session.scalars(select(AuditEntry).where(
+            AuditEntry.actor.like("api_key:%")).order_by(AuditEntry.id))]
+        assert actions == ["api_key.create", "api_key.update", "api_key.rotate",
+                           "api_key.revoke"]
+        types = {e.type for e in session.scalars(select(Event))}
+        assert {"api_key.created", "api_key.updated", "api_key.rotated",
+                "api_key.revoked"} <= types
+
+
+async def test_permissions_scoping_and_escalation(harness: AppHarness) -> None:
+    h = harness
+    org, other = new_org(h, "A"), new_org(h, "B")
+    _, reader = new_key(h, org, "api-keys.read")
+    _, creator = new_key(h, org, "api-keys.create", "invoices.read")
+    other_id, _ = new_key(h, other, "invoices.read")
+    assert_envelope(await h.http.post(KEYS, json={"name": "x", "permissions": ["invoices.read"]},
+                                      headers={"x-api-key": reader}),
+                    403, "insufficient_permissions")
+    # a key can hand out only what it holds
+    assert_envelope(await h.http.post(KEYS, json={"name": "x", "permissions": ["*"]},
+                                      headers={"x-api-key": creator}),
+                    403, "insufficient_permissions")
+    ok = await h.http.post(KEYS, json={"name": "x", "permissions": ["invoices.read"]},
+                           headers={"x-api-key": creator})
+    assert ok.status_code == 201 and ok.json()["api_key"]["org_id"] == org
+    # another organisation's keys are invisible
+    assert_envelope(await h.http.get(f"{KEYS}/{other_id}", headers={"x-api-key": reader}),
+                    404, "not_found")
+    listed = await h.http.get(KEYS, headers={"x-api-key": reader})
+    assert other_id not in listed.text
+    assert_envelope(await h.http.get(KEYS, params={"org_id": other},
+                                     headers={"x-api-key": reader}),
+                    404, "organization_not_found")
+
+
+async def test_how_keys_are_sent(harness: AppHarness, debug_log_capture: Any) -> None:
+    h = harness
+    _, key = new_key(h, "org_default", "invoices.read")
+    assert_envelope(await h.http.get("/api/v1/api-key"), 401, "invalid_api_key")
+    error = assert_envelope(await h.http.get("/api/v1/api-key",
+                                             headers={"authorization": f"Bearer {key}"}),
+                            401, "invalid_api_key")
+    assert "x-api-key" in error["message"]
+    via_query = await h.http.get("/api/v1/api-key", params={"x-api-key": key})
+    assert via_query.status_code == 200
+    assert via_query.headers["deprecation"] == "true" and "x-api-key" in \
+        via_query.headers["warning"]
+    assert_envelope(await h.http.get("/api/v1/api-key", headers={"x-api-key": key[:-1] + "!"}),
+                    401, "invalid_api_key")
+    server_lines = [line for line in debug_log_capture.getvalue().splitlines()
+                    if " httpx " not in line]  # the test's own client logs its URLs
+    assert server_lines and not any(key in line for line in server_lines)
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"name": "x", "permissions": ["invoices.fly"]}, "invoices.fly"),
+    ({"name": "x", "permissions": "invoices.read"}, "permissions"),
+    ({"name": "", "permissions": ["invoices.read"]}, "name"),
+    ({"name": "x", "permissions": ["invoices.read"], "ip_allowlist": ["nope"]}, "nope"),
+    ({"name": "x", "permissions": ["invoices.read"], "expires_in": -5}, "expires_at"),
+    ({"name": "x", "permissions": ["invoices.read"], "rate_limits": {"hourly": "lots"}},
+     "rate_limits"),
+    ({"name": "x", "permissions": ["invoices.read"], "environment": "prod"}, "environment"),
+    ({"name": "x", "permissions": ["invoices.read"], "org_id": "org_nope"}, "org_nope"),
+])
+async def test_bad_input_is_400(harness: AppHarness, body: dict[str, Any],
+                                fragment: str) -> None:
+    _, admin = new_key(harness, "org_default", "*")
+    response = await harness.http.post(KEYS, json=body, headers={"x-api-key": admin})
+    assert response.status_code in (400, 404), response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("content", "headers"), [
+    (b"{", {"content-type": "application/json"}),
+    (b"[]", {"content-type": "application/json"}),
+    (b"name=x", {"content-type": "application/x-www-form-urlencoded"}),
+    (b'{"a": 1, "a": 2}', {"content-type": "application/json"}),
+    (b"\xff\xfe", {"content-type": "application/json"}),
+])
+async def test_malformed_bodies_are_400_in_the_envelope(
+    harness: AppHarness, content: bytes, headers: dict[str, str]
+) -> None:
+    _, admin = new_key(harness, "org_default", "*")
+    response = await harness.http.post(KEYS, content=content,
+                                       headers={**headers, "x-api-key": admin})
+    assert_envelope(response, 400, "invalid_request")
+
+
+async def test_disabling_an_organisation(harness: AppHarness) -> None:
+    h = harness
+    _, admin = new_key(h, "org_default", "*")
+    org = new_org(h)
+    _, key = new_key(h, org, "invoices.read")
+    response = await h.http.patch(f"/api/v1/organizations/{org}", json={"disabled": True},
+                                  headers={"x-api-key": admin})
+    assert response.status_code == 200 and response.json()["status"] == "disabled"
+    h.runtime.poll_events()
+    error = assert_envelope(await h.http.get("/api/v1/api-key", headers={"x-api-key": key}),
+                            401, "invalid_api_key")
+    assert error["details"]["reason"] == "organization_disabled"
+    assert_envelope(await h.http.patch("/api/v1/organizations/org_default",
+                                       json={"disabled": True}, headers={"x-api-key": admin}),
+                    403, "insufficient_permissions")
