@@ -1,18 +1,26 @@
-"""What every command module shares: output, times, the database, the error type."""
+"""What every command module shares: output, times and durations, the database, the audit
+actor, the error type."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import math
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from authserver import audit
 from authserver.config import Settings
 from authserver.storage.db import Database
 from authserver.wiring import prepare_storage
 
 Handler = Callable[[argparse.Namespace, Settings], int]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 class CliError(Exception):
@@ -27,6 +35,42 @@ def show_time(value: float | None) -> str:
     if value is None:
         return "-"
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cli_actor() -> audit.Actor:
+    """The audit log's actor for this command: `cli:<login name>` (plain `cli` when the
+    process has no login name, e.g. a container user without a passwd entry)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        return audit.CLI
+    return audit.Actor(f"cli:{user}"[:200])
+
+
+def parse_seconds(text: str, option: str, *, zero_ok: bool = False) -> float:
+    """`90`, `90s`, `15m`, `24h`, `7d`, `2w` → seconds; CliError naming `option` otherwise."""
+    match = _DURATION.match(text)
+    if not match or (float(match.group(1)) == 0 and not zero_ok):
+        raise CliError(f"{option}: {text!r} is not a duration such as 3600, 15m, 24h or 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_time(text: str, option: str) -> float:
+    """Seconds since the epoch, or an ISO 8601 time (UTC when it names no offset)."""
+    try:
+        value = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(value):
+            raise CliError(f"{option}: {text!r} is not a time")
+        return value
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise CliError(f"{option}: {text!r} is neither an ISO 8601 time "
+                       "(2030-01-31T12:00:00Z) nor seconds since the epoch") from exc
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def database(settings: Settings) -> Database:
