@@ -30,12 +30,14 @@ from authserver.replay import MemoryReplayCache
 from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
+from authserver.usage import UsageCounters, record_usage
 from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.app import build_app
 from authserver.web.credentials import install_log_redaction
 from authserver.web.feed import FeedEndpoint
 from authserver.web.forward_auth import ForwardAuth
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import RegistrationEndpoints
 from authserver.web.wellknown import WellKnown
 
@@ -70,6 +72,7 @@ class Runtime:
     api_key_cache: apikeys.ApiKeyCache
     api_keys: apikeys.ApiKeyAuthenticator
     limits: Limits
+    counters: UsageCounters
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -119,11 +122,14 @@ class Runtime:
     def flush_usage(self) -> None:
         """Write the last-use times noted since the previous flush (kept on failure)."""
         used = self.usage.take()
+        counted, keys_used = self.counters.take()
         try:
             with self.db.session(write=True) as session:
                 record_last_used(session, used)
+                record_usage(session, counted, keys_used)
         except BaseException:
             self.usage.give_back(used)
+            self.counters.give_back(counted, keys_used)
             raise
 
     def reap_registrations(self) -> int:
@@ -177,9 +183,11 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         settings, catalog, db, clock, hashing.load_or_create_key(keys_dir / REGISTRATION_KEY))
     api_key_cache = apikeys.ApiKeyCache()
     api_keys = apikeys.ApiKeyAuthenticator(db, api_key_cache, settings.api_keys.prefix, clock)
+    counters = UsageCounters(settings.rate_limits.read_credits,
+                             settings.rate_limits.write_credits)
     return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
                    registrar, denied, revocation, notifier, feed, api_key_cache, api_keys,
-                   limits)
+                   limits, counters)
 
 
 def prepare_storage(db: Database) -> None:
@@ -267,8 +275,11 @@ def create_app(
         feed=FeedEndpoint(settings, rt.feed),
         registration=None if settings.registration.policy == "closed"
         else RegistrationEndpoints(settings, rt.registrar, rt.cache, rt.limits),
-        api_keys=ApiKeyEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock),
-        forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits),
+        api_keys=ApiKeyEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock, rt.limits),
+        orgs=OrganizationEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock,
+                                   rt.limits),
+        forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
+                                 rt.counters, rt.clock),
         lifespan=lifespan,
     )
     app.state.runtime = rt

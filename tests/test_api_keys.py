@@ -3,6 +3,8 @@ the error envelope on bad input; the key format and permission rules."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +14,7 @@ from authserver import apikeys, audit, organizations
 from authserver.apikeys.format import parse_key
 from authserver.clock import FakeClock
 from authserver.storage.models import AuditEntry, Event
-from tests.conftest import AppHarness
+from tests.conftest import AppHarness, make_settings, running_app
 
 pytestmark = pytest.mark.anyio
 KEYS = "/api/v1/api-keys"
@@ -228,3 +230,56 @@ async def test_disabling_an_organisation(harness: AppHarness) -> None:
     assert_envelope(await h.http.patch("/api/v1/organizations/org_default",
                                        json={"disabled": True}, headers={"x-api-key": admin}),
                     403, "insufficient_permissions")
+
+
+REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL")
+BACKENDS = [
+    pytest.param("", id="memory"),
+    pytest.param(REDIS_URL or "", id="redis", marks=pytest.mark.skipif(
+        not REDIS_URL, reason="AUTHSERVER_TEST_REDIS_URL is not set "
+        "(e.g. redis://127.0.0.1:6379/0)")),
+]
+
+
+@pytest.mark.parametrize("redis_url", BACKENDS)
+async def test_key_rate_limits_and_usage(tmp_path: Path, redis_url: str) -> None:
+    """Burst per key: 429 in the envelope with Retry-After, retry_after and RateLimit-*
+    headers; allowed forward-auth decisions are counted as usage (batched, by kind, credits)."""
+    settings = make_settings(tmp_path, redis_url=redis_url,
+                             server={"trusted_proxies": ["127.0.0.1/32"]},
+                             rate_limits={"api_key_burst": "4/minute", "read_credits": 1,
+                                          "write_credits": 5})
+    async with running_app(settings) as h:
+        key_id, key = new_key(h, "org_default", "invoices.*", "usage.read")
+        forward = {"x-api-key": key, "x-original-uri": "/api/v1/invoices/1"}
+        for method in ("GET", "GET", "POST"):
+            allowed = await h.http.get("/forward-auth",
+                                       headers={**forward, "x-original-method": method})
+            assert allowed.status_code == 200, allowed.text
+            assert allowed.headers["x-auth-api-key-id"] == key_id
+            assert int(allowed.headers["ratelimit-limit"]) == 4
+        h.runtime.flush_usage()
+        report = await h.http.get("/api/v1/usage", headers={"x-api-key": key})  # 4th request
+        assert report.status_code == 200, report.text
+        (row,) = report.json()["data"]
+        assert (row["subject"], row["reads"], row["writes"], row["credits"]) == \
+            (key_id, 2, 1, 7)
+        assert report.json()["totals"]["org_default"]["credits"] == 7
+        refused = await h.http.get("/api/v1/api-key", headers={"x-api-key": key})
+        error = assert_envelope(refused, 429, "rate_limit_exceeded")
+        assert int(refused.headers["retry-after"]) == error["details"]["retry_after"] >= 1
+        assert refused.headers["ratelimit-remaining"] == "0"
+        with h.runtime.db.session() as session:
+            assert apikeys.get_key(session, key_id).last_used_at is not None
+
+
+async def test_a_failing_counter_store_fails_open(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    settings = make_settings(tmp_path, redis_url="redis://127.0.0.1:1/0",
+                             rate_limits={"api_key_burst": "1/minute"})
+    async with running_app(settings) as h:
+        _, key = new_key(h, "org_default", "invoices.read")
+        for _ in range(3):  # over the limit, but nothing can count: let through
+            response = await h.http.get("/api/v1/api-key", headers={"x-api-key": key})
+            assert response.status_code == 200
+    assert "rate-limit store failed" in caplog.text

@@ -78,6 +78,23 @@ def insert_if_absent(session: Session, table: Table, values: dict[str, Any], key
     return session.connection().execute(statement).first() is not None
 
 
+def upsert_adding(
+    session: Session, table: Table, rows: list[dict[str, Any]], keys: tuple[str, ...],
+    counters: tuple[str, ...],
+) -> None:
+    """INSERT each row, or add its `counters` to the existing row with the same `keys`
+    (ON CONFLICT DO UPDATE; atomic under concurrent writers on PostgreSQL and SQLite)."""
+    if not rows:
+        return
+    insert: Any = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = insert(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=[table.c[k] for k in keys],
+        set_={c: table.c[c] + statement.excluded[c] for c in counters},
+    )
+    session.connection().execute(statement, rows)
+
+
 _IMMEDIATE = "authserver_begin_immediate"
 
 

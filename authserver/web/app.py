@@ -11,7 +11,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from authserver.errors import ApiError, OAuthError
-from authserver.web.apikeys import API_PREFIX, ApiKeyEndpoints
+from authserver.web.admin_api import API_PREFIX
+from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.errors import (
     handle_api_error,
     handle_http_exception,
@@ -22,6 +23,7 @@ from authserver.web.feed import FEED_PATH, FeedEndpoint
 from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
 from authserver.web.wellknown import JWKS_PATH, WellKnown
 
@@ -31,7 +33,8 @@ Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints,
     registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
-    api_keys: ApiKeyEndpoints | None = None, forward_auth: ForwardAuth | None = None,
+    api_keys: ApiKeyEndpoints | None = None, orgs: OrganizationEndpoints | None = None,
+    forward_auth: ForwardAuth | None = None,
     lifespan: Lifespan | None = None,
 ) -> Starlette:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
@@ -68,11 +71,14 @@ def build_app(
                   methods=["POST"]),
             Route(API_PREFIX + "/api-keys/{key_id}/revoke", api_keys.revoke_key,
                   methods=["POST"]),
-            Route(API_PREFIX + "/organizations", api_keys.list_orgs, methods=["GET"]),
-            Route(API_PREFIX + "/organizations", api_keys.create_org, methods=["POST"]),
-            Route(API_PREFIX + "/organizations/{org_id}", api_keys.show_org, methods=["GET"]),
-            Route(API_PREFIX + "/organizations/{org_id}", api_keys.update_org,
-                  methods=["PATCH"]),
+        ]
+    if orgs is not None:
+        routes += [
+            Route(API_PREFIX + "/organizations", orgs.list_orgs, methods=["GET"]),
+            Route(API_PREFIX + "/organizations", orgs.create_org, methods=["POST"]),
+            Route(API_PREFIX + "/organizations/{org_id}", orgs.show_org, methods=["GET"]),
+            Route(API_PREFIX + "/organizations/{org_id}", orgs.update_org, methods=["PATCH"]),
+            Route(API_PREFIX + "/usage", orgs.usage, methods=["GET"]),
         ]
     if forward_auth is not None:
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -18,18 +18,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver import apikeys
+from authserver.clock import Clock
 from authserver.config import Settings
 from authserver.errors import (
     ApiError,
     TemporarilyUnavailable,
     insufficient_permissions,
     invalid_api_key,
-    rate_limit_exceeded,
     unavailable,
 )
 from authserver.ratelimit import Limits, Verdict
 from authserver.revocation import TokenInspector
+from authserver.usage import UsageCounters
 from authserver.web.credentials import API_KEY_HEADER, QUERY_WARNING
+from authserver.web.limiting import enforce, ratelimit_headers
 from authserver.web.middleware import client_address, in_networks
 
 FORWARD_AUTH_PATH = "/forward-auth"
@@ -53,12 +55,14 @@ def invalid_token() -> ApiError:
 class ForwardAuth:
     def __init__(
         self, settings: Settings, authenticator: apikeys.ApiKeyAuthenticator,
-        inspector: TokenInspector, limits: Limits,
+        inspector: TokenInspector, limits: Limits, counters: UsageCounters, clock: Clock,
     ) -> None:
         self.settings = settings
         self.authenticator = authenticator
         self.inspector = inspector
         self.limits = limits
+        self.counters = counters
+        self.clock = clock
         self.prefix = settings.api_keys.prefix
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
@@ -109,7 +113,10 @@ class ForwardAuth:
             wanted = f"{needed[0]}.{needed[1]}" if needed else f"{original.method} (no action)"
             raise insufficient_permissions(wanted)
         headers.update(identity)
-        headers.update(_ratelimit_headers(verdict))
+        headers.update(ratelimit_headers(verdict))
+        subject = identity.get("x-auth-api-key-id") or identity["x-auth-client-id"]
+        self.counters.count(subject, identity.get("x-auth-org-id", ""), needed[1],
+                            self.clock.now(), api_key="x-auth-api-key-id" in identity)
         return Response(b"", 200, headers)
 
     async def _api_key(self, key: str, address: str | None
@@ -141,25 +148,4 @@ class ForwardAuth:
         return scopes, identity, verdict
 
     def _limit(self, own: Verdict, org_id: str) -> Verdict:
-        """The credential's own limit, then its organisation's; 429 when either is spent."""
-        if own.retry_after is not None:
-            raise _too_many(own)
-        if org_id:
-            org = self.limits.organization.check(org_id)
-            if org.retry_after is not None:
-                raise _too_many(org)
-        return own
-
-
-def _ratelimit_headers(verdict: Verdict) -> dict[str, str]:
-    if not verdict.limit:
-        return {}
-    return {"ratelimit-limit": str(verdict.limit), "ratelimit-remaining": str(verdict.remaining),
-            "ratelimit-reset": str(verdict.reset)}
-
-
-def _too_many(verdict: Verdict) -> ApiError:
-    assert verdict.retry_after is not None
-    error = rate_limit_exceeded(verdict.retry_after, verdict.name)
-    error.headers.update(_ratelimit_headers(verdict))
-    return error
+        return enforce(self.limits, own, org_id)

@@ -1,0 +1,32 @@
+"""Rate limits at the HTTP edge of the platform APIs: 429 in the envelope, RateLimit-* headers
+(draft-ietf-httpapi-ratelimit-headers)."""
+
+from __future__ import annotations
+
+from authserver.errors import ApiError, rate_limit_exceeded
+from authserver.ratelimit import Limits, Verdict
+
+
+def enforce(limits: Limits, own: Verdict, org_id: str) -> Verdict:
+    """The credential's own verdict, then its organisation's limit; 429 when either is spent."""
+    if own.retry_after is not None:
+        raise _too_many(own)
+    if org_id:
+        org = limits.organization.check(org_id)
+        if org.retry_after is not None:
+            raise _too_many(org)
+    return own
+
+
+def ratelimit_headers(verdict: Verdict) -> dict[str, str]:
+    if not verdict.limit:
+        return {}
+    return {"ratelimit-limit": str(verdict.limit), "ratelimit-remaining": str(verdict.remaining),
+            "ratelimit-reset": str(verdict.reset)}
+
+
+def _too_many(verdict: Verdict) -> ApiError:
+    assert verdict.retry_after is not None
+    error = rate_limit_exceeded(verdict.retry_after, verdict.name)
+    error.headers.update(ratelimit_headers(verdict))
+    return error
