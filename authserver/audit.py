@@ -16,8 +16,8 @@ from authserver.storage.models import AuditEntry
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who acts: `cli:<user>`, `api_key:<id>`, `client:<id>`, `user:<id>`, `anonymous`; where
-    from; under which request id."""
+    """Who acts: `cli` or `cli:<login>`, `api_key:<id>`, `client:<id>`, `user:<id>`,
+    `anonymous`; where from; under which request id."""
 
     name: str
     source: str | None = None

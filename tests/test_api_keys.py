@@ -283,3 +283,23 @@ async def test_a_failing_counter_store_fails_open(tmp_path: Path,
             response = await h.http.get("/api/v1/api-key", headers={"x-api-key": key})
             assert response.status_code == 200
     assert "rate-limit store failed" in caplog.text
+
+
+async def test_rotated_keys_and_empty_updates_are_refused(harness: AppHarness) -> None:
+    h = harness
+    _, admin = new_key(h, "org_default", "*")
+    key_id, _ = new_key(h, "org_default", "invoices.read")
+    auth = {"x-api-key": admin}
+    assert_envelope(await h.http.patch(f"{KEYS}/{key_id}", json={}, headers=auth),
+                    400, "invalid_request")
+    first = await h.http.post(f"{KEYS}/{key_id}/rotate", json={"grace_period": 600},
+                              headers=auth)
+    assert first.status_code == 201
+    # the old key only winds down: no second rotation, no changes (e.g. lifting its expiry)
+    assert_envelope(await h.http.post(f"{KEYS}/{key_id}/rotate", json={}, headers=auth),
+                    409, "conflict")
+    assert_envelope(await h.http.patch(f"{KEYS}/{key_id}", json={"expires_at": None},
+                                       headers=auth), 409, "conflict")
+    new_id = first.json()["api_key"]["id"]
+    shown = await h.http.get(f"{KEYS}/{new_id}", headers=auth)
+    assert shown.json()["expires_at"] is None and shown.json()["status"] == "active"

@@ -261,7 +261,7 @@ async def test_rotate_without_grace_revokes_the_old_key(
     assert refused(await authenticate(settings, old_key))[0] == "invalid_api_key"
     assert isinstance(await authenticate(settings, new_key_), ApiKeyRecord)
     code, _, err = run(capsys, config, "api-keys", "rotate", old_id)
-    assert code == 2 and "no longer active" in err
+    assert code == 2 and "revoked" in err
 
 
 @pytest.mark.anyio
@@ -379,3 +379,34 @@ def test_every_change_is_audited(capsys: pytest.CaptureFixture[str], config: str
         db.dispose()
     assert key not in details and rotated["key"] not in details
     assert digest_of(settings, key_id) not in details
+
+
+def test_usage_report(capsys: pytest.CaptureFixture[str], config: str,
+                      settings: Settings) -> None:
+    from authserver.usage import UsageCounters, record_usage
+
+    org = new_org(capsys, config)
+    key_id, _ = new_key(capsys, config, org)
+    counters = UsageCounters(read_credits=1, write_credits=5)
+    at = 1795478400.0  # 2026-11-24 UTC
+    for action in ("read", "read", "create"):
+        counters.count(key_id, org, action, at, api_key=True)
+    counters.count("cli_other", "org_default", "delete", at + 86400)
+    db = Database(settings.effective_database_url)
+    with db.session(write=True) as session:
+        record_usage(session, *counters.take())
+    with db.session(write=True) as session:  # a second flush adds up
+        counters.count(key_id, org, "read", at)
+        record_usage(session, *counters.take())
+    db.dispose()
+    report = run_json(capsys, config, "usage", "--org", org)
+    assert report["data"] == [{"subject": key_id, "org_id": org, "day": "2026-11-24",
+                               "reads": 3, "writes": 1, "credits": 8}]
+    assert report["totals"] == {org: {"reads": 3, "writes": 1, "credits": 8}}
+    assert len(run_json(capsys, config, "usage", "--since", "2026-11-25")["data"]) == 1
+    code, text, _ = run(capsys, config, "usage")
+    assert code == 0 and key_id in text and "cli_other" in text
+    code, _, err = run(capsys, config, "usage", "--since", "yesterday")
+    assert code == 2 and "--since" in err
+    shown = run_json(capsys, config, "api-keys", "show", key_id)
+    assert shown["last_used_at"] == at

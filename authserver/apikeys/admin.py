@@ -78,6 +78,20 @@ def key_row(session: Session, key_id: str, org_id: str | None = None) -> ApiKey:
     return row
 
 
+def _live_row(session: Session, key_id: str, now: float, org_id: str | None) -> ApiKey:
+    """A key that may still change: not revoked, not expired, not replaced by a rotation (its
+    grace period only winds it down)."""
+    row = key_row(session, key_id, org_id)
+    if row.status != "active":
+        raise Conflict(f"API key {key_id} is revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Conflict(f"API key {key_id} has expired")
+    if row.replaced_by is not None:
+        raise Conflict(f"API key {key_id} was rotated (replaced by {row.replaced_by}); change "
+                       "the new key")
+    return row
+
+
 def _record(session: Session, row: ApiKey) -> ApiKeyRecord:
     org = session.get(Organization, row.org_id)
     return ApiKeyRecord.from_row(row, org_active=org is not None and org.status == "active")
@@ -137,9 +151,7 @@ def update_key(
     session: Session, catalog: ScopeCatalog, key_id: str, update: ApiKeyUpdate, now: float,
     actor: audit.Actor, org_id: str | None = None,
 ) -> ApiKeyRecord:
-    row = key_row(session, key_id, org_id)
-    if row.status != "active":
-        raise Conflict(f"API key {key_id} is revoked")
+    row = _live_row(session, key_id, now, org_id)
     changed: dict[str, Any] = {}
     if update.name is not None:
         row.name = changed["name"] = _name(update.name)
@@ -149,13 +161,16 @@ def update_key(
             raise Invalid("permissions: at least one")
         row.permissions = changed["permissions"] = list(permissions)
     if update.ip_allow is not None:
-        row.ip_allow = changed["ip_allowlist"] = check_cidrs(list(update.ip_allow))
+        row.ip_allow = changed["ip_allow"] = check_cidrs(list(update.ip_allow))
     if update.clear_expiry:
         row.expires_at = changed["expires_at"] = None
     elif update.expires_at is not None:
         row.expires_at = changed["expires_at"] = _expiry(update.expires_at, now)
     if update.rate_limits is not None:
         row.rate_limits = changed["rate_limits"] = _limits(update.rate_limits)
+    if not changed:
+        raise Invalid("nothing to change: give name, permissions, ip_allowlist, expires_at or "
+                      "rate_limits")
     row.updated_at = now
     events.record(session, "api_key.updated", key_id, now, row.org_id)
     audit.record(session, actor, "api_key.update", key_id, now, org_id=row.org_id,
@@ -171,9 +186,7 @@ def rotate_key(
     seconds. Returns the new key's record and the new key (shown once)."""
     if not 0 <= grace <= MAX_GRACE:
         raise Invalid(f"grace_period: 0 to {int(MAX_GRACE)} seconds")
-    old = key_row(session, key_id, org_id)
-    if old.status != "active" or (old.expires_at is not None and old.expires_at <= now):
-        raise Conflict(f"API key {key_id} is no longer active")
+    old = _live_row(session, key_id, now, org_id)
     new_id, key = new_key(prefix, old.environment)  # type: ignore[arg-type]
     row = ApiKey(
         id=new_id, digest=hashing.digest(key), org_id=old.org_id, name=old.name,
