@@ -222,6 +222,14 @@ class ApiKeySettings(_Section):
     )
 
 
+class ForwardAuthSettings(_Section):
+    audiences: list[str] = Field(
+        default_factory=list,
+        description="Access tokens at forward-auth must name one of these in aud (empty: any "
+        "token of this issuer, whatever API it was issued for).",
+    )
+
+
 class RateLimitSettings(_Section):
     """Defaults; a key's own `rate_limits` override the per-key pair."""
 
@@ -290,6 +298,7 @@ class Settings(_Section):
     feed: FeedSettings = Field(default_factory=FeedSettings)
     api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    forward_auth: ForwardAuthSettings = Field(default_factory=ForwardAuthSettings)
     redis_url: str = Field(
         "", description="Redis for shared rate-limit counters (AUTHSERVER_REDIS_URL); empty: "
         "counters in process memory.",

@@ -174,14 +174,25 @@ class ApiError(AuthServerError):
         self.headers: dict[str, str] = {}
 
 
+# RFC 9110 §11.6.1: every 401 names a scheme. API keys have no registered one.
+API_KEY_CHALLENGE = 'ApiKey realm="authserver", header="x-api-key"'
+
+
+def unauthenticated(code: str, message: str, details: dict[str, object] | None = None, *,
+                    challenge: str = API_KEY_CHALLENGE, detail: str = "") -> ApiError:
+    error = ApiError(401, "authentication_error", code, message, details, detail=detail)
+    error.headers["www-authenticate"] = challenge
+    return error
+
+
 def invalid_api_key(message: str = "The provided API key is invalid or expired",
                     reason: str | None = None, *, detail: str = "") -> ApiError:
-    return ApiError(401, "authentication_error", "invalid_api_key", message,
-                    {"reason": reason} if reason else None, detail=detail)
+    return unauthenticated("invalid_api_key", message, {"reason": reason} if reason else None,
+                           detail=detail)
 
 
 def expired_api_key() -> ApiError:
-    return ApiError(401, "authentication_error", "expired_api_key", "The API key has expired")
+    return unauthenticated("expired_api_key", "The API key has expired")
 
 
 def insufficient_permissions(needed: str) -> ApiError:

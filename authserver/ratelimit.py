@@ -2,8 +2,10 @@
 moving window's log of every hit): per source address, API key, OAuth client and organisation.
 
 Counters live in this process's memory, or in Redis (`redis_url`) so that every instance shares
-them. A counter store that fails lets the request through and logs why (fail open): a rate
-limit protects capacity, it is not an access control.
+them. Checks are async (`limits.aio`): a slow Redis delays the request that waits for it, never
+the event loop, and a call that takes longer than `REDIS_TIMEOUT` fails. A counter store that
+fails lets the request through and logs why (fail open): a rate limit protects capacity, it is
+not an access control.
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ import math
 import time
 from dataclasses import dataclass
 
+import redis.asyncio
 from limits import RateLimitItem, parse_many
-from limits.storage import Storage, storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter
+from limits.aio.storage import Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.storage import storage_from_string
 
 from authserver.config import RateLimitSettings
 from authserver.errors import Invalid
@@ -50,11 +54,28 @@ def rate_key(address: str | None) -> str:
     return str(ip)
 
 
-def counter_store(url: str = "") -> Storage:
-    """The counters' store: a `redis://` URL, or this process's memory."""
-    store = storage_from_string(url or "memory://")
-    assert isinstance(store, Storage)
-    return store
+REDIS_TIMEOUT = 0.25
+
+
+class CounterStore:
+    """Where counters live: a `redis://` (or `rediss://`) URL, or this process's memory. The
+    Redis connection pool is ours, so that shutdown can close it."""
+
+    def __init__(self, url: str = "") -> None:
+        self._pool: redis.asyncio.ConnectionPool | None = None
+        if url:
+            self._pool = redis.asyncio.ConnectionPool.from_url(
+                url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
+            store = storage_from_string("async+" + url, implementation="redispy",
+                                        connection_pool=self._pool)  # type: ignore[arg-type]
+        else:
+            store = storage_from_string("async+memory://")
+        assert isinstance(store, Storage)
+        self.storage = store
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.disconnect()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,30 +92,29 @@ class Verdict:
 class RateLimiter:
     """One or more limits (e.g. "5/minute;50/day") applied together to each key."""
 
-    def __init__(self, spec: str, namespace: str, storage: Storage | str = "memory://") -> None:
+    def __init__(self, spec: str, namespace: str, store: CounterStore) -> None:
         self.items = parse_many(spec)
         self.namespace = namespace
-        self._limiter = SlidingWindowCounterRateLimiter(
-            counter_store(storage) if isinstance(storage, str) else storage)
+        self._limiter = SlidingWindowCounterRateLimiter(store.storage)
 
-    def hit(self, key: str) -> int | None:
+    async def hit(self, key: str) -> int | None:
         """Count one request for `key`: None when allowed, else the seconds to wait. A refused
         request is not counted, so a client that waits as told gets through."""
-        return self.check(key).retry_after
+        return (await self.check(key)).retry_after
 
-    def check(self, key: str, items: list[RateLimitItem] | None = None) -> Verdict:
+    async def check(self, key: str, items: list[RateLimitItem] | None = None) -> Verdict:
         """Like `hit`, with what the RateLimit-* headers need; `items` override the defaults."""
         items = items or self.items
         try:
             for item in items:
-                if not self._limiter.test(item, self.namespace, key):
-                    stats = self._limiter.get_window_stats(item, self.namespace, key)
+                if not await self._limiter.test(item, self.namespace, key):
+                    stats = await self._limiter.get_window_stats(item, self.namespace, key)
                     wait = max(1, math.ceil(stats.reset_time - time.time()))
                     return Verdict(item.amount, 0, wait, wait, self.namespace)
             tightest: Verdict | None = None
             for item in items:
-                self._limiter.hit(item, self.namespace, key)
-                stats = self._limiter.get_window_stats(item, self.namespace, key)
+                await self._limiter.hit(item, self.namespace, key)
+                stats = await self._limiter.get_window_stats(item, self.namespace, key)
                 verdict = Verdict(item.amount, stats.remaining,
                                   max(0, math.ceil(stats.reset_time - time.time())),
                                   name=self.namespace)
@@ -111,14 +131,14 @@ class RateLimiter:
 class Limits:
     """Every limit of the platform, sharing one counter store."""
 
-    def __init__(self, settings: RateLimitSettings, storage: Storage) -> None:
-        self.storage = storage
+    def __init__(self, settings: RateLimitSettings, store: CounterStore) -> None:
+        self.store = store
         self.api_key = RateLimiter(f"{settings.api_key_hourly};{settings.api_key_burst}",
-                                   "api_key", storage)
+                                   "api_key", store)
         self.client = RateLimiter(f"{settings.client_hourly};{settings.client_burst}",
-                                  "client", storage)
-        self.organization = RateLimiter(settings.organization_hourly, "organization", storage)
-        self.address = RateLimiter(settings.address, "address", storage)
+                                  "client", store)
+        self.organization = RateLimiter(settings.organization_hourly, "organization", store)
+        self.address = RateLimiter(settings.address, "address", store)
         self._defaults = {"hourly": settings.api_key_hourly, "burst": settings.api_key_burst}
         self._parsed: dict[tuple[tuple[str, str], ...], list[RateLimitItem]] = {}
 

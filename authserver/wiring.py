@@ -25,7 +25,7 @@ from authserver.oauth.feed import FeedService, Notifier
 from authserver.oauth.revocation import RevocationService
 from authserver.oauth.token import TokenService
 from authserver.outbound import JsonFetcher
-from authserver.ratelimit import Limits, counter_store
+from authserver.ratelimit import CounterStore, Limits
 from authserver.replay import MemoryReplayCache
 from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
@@ -168,7 +168,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     fetcher = JsonFetcher(settings.outbound, clock)
     authenticator = ClientAuthenticator(settings, clock, MemoryReplayCache(), fetcher)
     usage = UsageTracker()
-    limits = Limits(settings.rate_limits, counter_store(settings.redis_url))
+    limits = Limits(settings.rate_limits, CounterStore(settings.redis_url))
     tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
                           catalog, usage, limits)
     denied = DenyList()
@@ -267,6 +267,7 @@ def create_app(
         except SQLAlchemyError as exc:
             log.warning("last-use flush at shutdown failed: %s", exc)
         await rt.fetcher.aclose()
+        await rt.limits.store.aclose()
         rt.db.dispose()
 
     app = build_app(
@@ -275,9 +276,10 @@ def create_app(
         feed=FeedEndpoint(settings, rt.feed),
         registration=None if settings.registration.policy == "closed"
         else RegistrationEndpoints(settings, rt.registrar, rt.cache, rt.limits),
-        api_keys=ApiKeyEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock, rt.limits),
+        api_keys=ApiKeyEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock, rt.limits,
+                                 rt.cache),
         orgs=OrganizationEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock,
-                                   rt.limits),
+                                   rt.limits, rt.cache),
         forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
                                  rt.counters, rt.clock),
         lifespan=lifespan,

@@ -251,10 +251,10 @@ async def test_key_rate_limits_and_usage(tmp_path: Path, redis_url: str) -> None
                                           "write_credits": 5})
     async with running_app(settings) as h:
         key_id, key = new_key(h, "org_default", "invoices.*", "usage.read")
-        forward = {"x-api-key": key, "x-original-uri": "/api/v1/invoices/1"}
+        forward = {"x-api-key": key, "x-forwarded-uri": "/api/v1/invoices/1"}
         for method in ("GET", "GET", "POST"):
             allowed = await h.http.get("/forward-auth",
-                                       headers={**forward, "x-original-method": method})
+                                       headers={**forward, "x-forwarded-method": method})
             assert allowed.status_code == 200, allowed.text
             assert allowed.headers["x-auth-api-key-id"] == key_id
             assert int(allowed.headers["ratelimit-limit"]) == 4
@@ -303,3 +303,24 @@ async def test_rotated_keys_and_empty_updates_are_refused(harness: AppHarness) -
     new_id = first.json()["api_key"]["id"]
     shown = await h.http.get(f"{KEYS}/{new_id}", headers=auth)
     assert shown.json()["expires_at"] is None and shown.json()["status"] == "active"
+
+
+async def test_admin_changes_apply_at_once_on_this_instance(tmp_path: Path) -> None:
+    """No event poll in between: the instance that made the change drops its cached copy."""
+    settings = make_settings(tmp_path, cache={"event_poll_interval": 60.0,
+                                              "max_staleness": 600.0})
+    async with running_app(settings) as h:
+        _, admin = new_key(h, "org_default", "*")
+        org = new_org(h)
+        key_id, key = new_key(h, org, "invoices.read")
+        auth = {"x-api-key": admin}
+        me = "/api/v1/api-key"
+        assert (await h.http.get(me, headers={"x-api-key": key})).status_code == 200  # cached
+        assert (await h.http.patch(f"/api/v1/organizations/{org}", json={"disabled": True},
+                                   headers=auth)).status_code == 200
+        assert (await h.http.get(me, headers={"x-api-key": key})).status_code == 401
+        assert (await h.http.patch(f"/api/v1/organizations/{org}", json={"disabled": False},
+                                   headers=auth)).status_code == 200
+        assert (await h.http.get(me, headers={"x-api-key": key})).status_code == 200
+        assert (await h.http.post(f"{KEYS}/{key_id}/revoke", headers=auth)).status_code == 200
+        assert (await h.http.get(me, headers={"x-api-key": key})).status_code == 401

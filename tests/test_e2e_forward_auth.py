@@ -327,6 +327,9 @@ def assert_envelope(response: httpx.Response, status: int, code: str,
     assert error["request_id"] and error["request_id"] == response.headers["x-request-id"]
     if reason is not None:
         assert error["details"]["reason"] == reason, error
+    if status == 401:  # RFC 9110 §15.5.2
+        assert response.headers["www-authenticate"].startswith(
+            "Bearer " if code == "invalid_token" else "ApiKey "), response.headers
     return error
 
 
@@ -383,6 +386,8 @@ def test_allowed_key_reaches_the_api_with_identity_headers(stack: Stack) -> None
     assert body["identity"] == {
         "x-auth-org-id": org, "x-auth-api-key-id": record.id, "x-auth-environment": "live",
         "x-auth-permissions": "invoices.read invoices.create",
+        # always the full set, empty where it does not apply, so none from the caller survives
+        "x-auth-client-id": "", "x-auth-subject": "", "x-auth-scopes": "",
     }
     assert body["query"] == {"page": "2"}
     assert int(listed.headers["ratelimit-limit"]) > 0
@@ -671,6 +676,55 @@ def test_access_tokens_scopes_and_revocation(stack: Stack) -> None:
     assert_envelope(stack.call("GET", "/api/v1/invoices",
                                headers={"authorization": f"Bearer {forged}"}),
                     401, "invalid_token")
+
+
+def test_forward_auth_refuses_what_it_cannot_check_exactly(stack: Stack, tmp_path: Path) -> None:
+    """No original method/URI: 400, never a check of `GET /`. Dot segments and encoded
+    slashes or dots: 400, never a check of a path the upstream may resolve differently. With
+    `forward_auth.audiences`, a token issued for another API is refused."""
+    _, key = stack.key(stack.org(), "customers.read", "*.read")
+    http = stack.client(GATEWAY_PEER)
+    url = stack.auth.url + "/forward-auth"
+    base = {"x-api-key": key, "x-forwarded-for": ALLOWED}
+    assert_envelope(http.get(url, headers=base), 400, "invalid_request")
+    assert_envelope(http.get(url, headers={**base, "x-forwarded-uri": "/api/v1/invoices/7"}),
+                    400, "invalid_request")
+    for uri in ("/api/v1/customers/../invoices", "/api/v1/customers/%2e%2e/invoices",
+                "/api/v1/customers/%252e%252e/invoices", "/api/v1/customers%2f..%2finvoices",
+                "/api/v1/customers\\..\\invoices", "api/v1/customers"):
+        response = http.get(url, headers={**base, "x-forwarded-method": "GET",
+                                          "x-forwarded-uri": uri})
+        assert_envelope(response, 400, "invalid_request")
+    fine = http.get(url, headers={**base, "x-forwarded-method": "GET",
+                                  "x-forwarded-uri": "/api/v1/customers/a%20b"})
+    assert fine.status_code == 200
+
+    scoped = start_live_server(tmp_path / "aud", **auth_settings(
+        forward_auth={"audiences": ["https://invoices.example.test"]},
+        resources=[{"identifier": "https://invoices.example.test"},
+                   {"identifier": "https://payroll.example.test"}]))
+    try:
+        client, secret = factories.create_client(
+            scoped.runtime, scopes=["invoices.read"],
+            resources=["https://invoices.example.test", "https://payroll.example.test"])
+        assert secret is not None
+
+        def token_for(resource: str) -> str:
+            answer = http.post(
+                scoped.url + "/token", headers=factories.basic_auth(client.client_id, secret),
+                data={"grant_type": "client_credentials", "resource": resource})
+            assert answer.status_code == 200, answer.text
+            return str(answer.json()["access_token"])
+
+        check = {"x-forwarded-method": "GET", "x-forwarded-uri": "/api/v1/invoices"}
+        mine = token_for("https://invoices.example.test")
+        assert http.get(scoped.url + "/forward-auth", headers={
+            **check, "authorization": f"Bearer {mine}"}).status_code == 200
+        other = token_for("https://payroll.example.test")
+        assert_envelope(http.get(scoped.url + "/forward-auth", headers={
+            **check, "authorization": f"Bearer {other}"}), 401, "invalid_token")
+    finally:
+        scoped.stop()
 
 
 # -- organisations --------------------------------------------------------------------------------

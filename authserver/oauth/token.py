@@ -69,10 +69,10 @@ class TokenService:
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise InvalidRequest("grant_type is required")
-        _enforce(self.limits.address.check(rate_key(request.client_ip)))
+        _enforce(await self.limits.address.check(rate_key(request.client_ip)))
         client = await self.authenticate(params, request.authorization, request.client_ip)
-        _enforce(self.limits.client.check(client.client_id))
-        _enforce(self.limits.organization.check(client.org_id))
+        _enforce(await self.limits.client.check(client.client_id))
+        _enforce(await self.limits.organization.check(client.org_id))
         if grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("This grant_type is not supported")
         if grant_type not in client.grant_types:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from authserver import apikeys, audit
 from authserver.apikeys import ApiKeyRecord
+from authserver.clients import ClientCache
 from authserver.clock import Clock
 from authserver.config import Settings
 from authserver.errors import (
@@ -139,8 +140,12 @@ class AdminApi:
     def __init__(
         self, settings: Settings, db: Database, catalog: ScopeCatalog,
         authenticator: apikeys.ApiKeyAuthenticator, clock: Clock, limits: Limits,
+        client_cache: ClientCache,
     ) -> None:
         self.limits = limits
+        # This instance drops changed records at once; the others follow the event log.
+        self.key_cache = authenticator.keys.cache
+        self.client_cache = client_cache
         self.settings = settings
         self.db = db
         self.catalog = catalog
@@ -158,14 +163,20 @@ class AdminApi:
                                           self.settings.api_keys.allow_query_parameter)
         address = client_address(request.scope, self.trusted)
         record = await self.authenticator.authenticate(key, address)
-        enforce(self.limits, self.limits.api_key.check(
+        await enforce(self.limits, await self.limits.api_key.check(
             record.id, self.limits.key_items(record.rate_limits)), record.org_id)
         if in_query:
             request.state.deprecated_query_key = True
         return Caller(record, audit.Actor(f"api_key:{record.id}", address, request_id(request),
                                           record.org_id))
 
-    async def body(self, request: Request) -> dict[str, Any]:
+    async def body(self, request: Request, optional: bool = False) -> dict[str, Any]:
+        """The JSON object sent; with `optional`, a request without a body (no Content-Type,
+        no Transfer-Encoding, no or zero Content-Length) counts as `{}`."""
+        headers = request.headers
+        if optional and headers.get("content-length", "0") == "0" and \
+                "transfer-encoding" not in headers and "content-type" not in headers:
+            return {}
         try:
             return await json_object(request, self.max_body, InvalidRequest)
         except OAuthError as exc:

@@ -92,13 +92,13 @@ class ApiKeyEndpoints(AdminApi):
         key_id = request.path_params["key_id"]
         record = await self.write(lambda s: apikeys.update_key(
             s, self.catalog, key_id, update, now, caller.actor, caller.org_filter()))
+        self.key_cache.invalidate([key_id])
         return self.respond(request, record.public_dict(now))
 
     async def rotate_key(self, request: Request) -> Response:
         caller = await self.caller(request)
         caller.need("api-keys", "update")
-        body = await self.body(request) if request.headers.get("content-length", "0") != "0" \
-            else {}
+        body = await self.body(request, optional=True)
         grace = body_number(body, "grace_period") or 0.0
         now = self.now()
         key_id = request.path_params["key_id"]
@@ -110,6 +110,7 @@ class ApiKeyEndpoints(AdminApi):
                                       grace=grace, org_id=caller.org_filter())
 
         record, key = await self.write(rotate)
+        self.key_cache.invalidate([key_id])
         return self.respond(request, {"api_key": record.public_dict(now), "key": key}, 201)
 
     async def revoke_key(self, request: Request) -> Response:
@@ -119,5 +120,6 @@ class ApiKeyEndpoints(AdminApi):
         key_id = request.path_params["key_id"]
         record = await self.write(lambda s: apikeys.revoke_key(
             s, key_id, now, caller.actor, caller.org_filter()))
+        self.key_cache.invalidate([key_id])
         return self.respond(request, record.public_dict(now))
 

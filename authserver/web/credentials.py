@@ -22,22 +22,23 @@ def redact(text: str) -> str:
     return _IN_QUERY.sub(r"\1[redacted]", text)
 
 
-class RedactApiKeys(logging.Filter):
-    """Removes `x-api-key` query values from log records (uvicorn's access log logs paths)."""
+def install_log_redaction() -> None:
+    """Remove `x-api-key` query values from every log record of the process, whichever logger
+    makes it (uvicorn's access log logs paths with their query string)."""
+    current = logging.getLogRecordFactory()
+    if getattr(current, "redacts_api_keys", False):
+        return
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = current(*args, **kwargs)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        if isinstance(record.msg, str):
+        if isinstance(record.msg, str) and "x-api-key" in record.msg.lower():
             record.msg = redact(record.msg)
-        return True
+        return record
 
-
-def install_log_redaction() -> None:
-    for name in ("uvicorn.access", "uvicorn.error", "authserver"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, RedactApiKeys) for f in logger.filters):
-            logger.addFilter(RedactApiKeys())
+    factory.redacts_api_keys = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
 
 
 def presented_api_key(request: Request, prefix: str, allow_query: bool) -> tuple[str, bool]:

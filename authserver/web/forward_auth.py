@@ -2,17 +2,19 @@
 (HTTP mode). See docs/forward-auth.md.
 
 The original request comes from forwarded headers, believed only from a trusted proxy: method
-from `X-Forwarded-Method` / `X-Original-Method`, path from `X-Forwarded-Uri` /
-`X-Original-URI`, client address from `X-Forwarded-For`. Envoy instead sends the original
-method and path itself under the `/forward-auth` prefix. The answer is 200 with identity headers,
-or 401 / 403 / 429 in the platform envelope.
+from `X-Forwarded-Method`, path from `X-Forwarded-Uri`, client address from `X-Forwarded-For`.
+Exactly one header each: the proxy must set them (Traefik does; nginx is told to with
+`proxy_set_header`), which overwrites whatever the client sent under the same names. Reading a
+second name (e.g. nginx's customary `X-Original-URI`) would let a client's own header decide.
+Envoy instead sends the original method and path itself under the `/forward-auth` prefix. The
+answer is 200 with identity headers, or 401 / 403 / 429 in the platform envelope.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +27,8 @@ from authserver.errors import (
     TemporarilyUnavailable,
     insufficient_permissions,
     invalid_api_key,
+    invalid_body,
+    unauthenticated,
     unavailable,
 )
 from authserver.ratelimit import Limits, Verdict
@@ -35,8 +39,22 @@ from authserver.web.limiting import enforce, ratelimit_headers
 from authserver.web.middleware import client_address, in_networks
 
 FORWARD_AUTH_PATH = "/forward-auth"
-_METHODS = ("x-forwarded-method", "x-original-method")
-_URIS = ("x-forwarded-uri", "x-original-uri")
+METHOD_HEADER = "x-forwarded-method"
+URI_HEADER = "x-forwarded-uri"
+
+
+def checked_path(raw: str) -> str:
+    """The path as the upstream will see it, once percent-decoded. Dot segments, encoded
+    slashes or dots left after decoding, and backslashes are refused rather than resolved: the
+    upstream might resolve them differently, and a permission checked for `/customers/..`
+    must never open `/invoices`."""
+    path = unquote(raw)
+    lowered = path.lower() + " " + raw.lower()
+    if not path.startswith("/") or "\\" in path or "%2e" in lowered or "%2f" in lowered or \
+            "%5c" in lowered or any(seg in (".", "..") for seg in path.split("/")):
+        raise invalid_body("The original path must be absolute and normalised (no dot "
+                           "segments, no encoded slashes or dots)")
+    return path
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +65,13 @@ class Original:
     address: str | None
 
 
-def invalid_token() -> ApiError:
-    return ApiError(401, "authentication_error", "invalid_token",
-                    "The access token is invalid, expired or revoked")
+IDENTITY_HEADERS = ("x-auth-org-id", "x-auth-api-key-id", "x-auth-environment",
+                    "x-auth-permissions", "x-auth-client-id", "x-auth-subject", "x-auth-scopes")
+
+
+def invalid_token(message: str = "The access token is invalid, expired or revoked") -> ApiError:
+    return unauthenticated("invalid_token", message,
+                           challenge='Bearer realm="authserver", error="invalid_token"')
 
 
 class ForwardAuth:
@@ -78,10 +100,12 @@ class ForwardAuth:
             method, uri = request.method, "/" + tail + (
                 "?" + request.url.query if request.url.query else "")
         else:
-            method = next((headers[h] for h in _METHODS if h in headers), request.method)
-            uri = next((headers[h] for h in _URIS if h in headers), "/")
+            method, uri = headers.get(METHOD_HEADER, ""), headers.get(URI_HEADER, "")
+            if not method or not uri:
+                raise invalid_body(f"{METHOD_HEADER} and {URI_HEADER} are required: the proxy "
+                                   "must send the original method and URI")
         parts = urlsplit(uri)
-        return Original(method.upper(), parts.path or "/", parse_qs(parts.query),
+        return Original(method.upper(), checked_path(parts.path), parse_qs(parts.query),
                         client_address(request.scope, self.trusted))
 
     async def check(self, request: Request) -> Response:
@@ -112,7 +136,9 @@ class ForwardAuth:
         if needed is None or not apikeys.grants(grants, *needed):
             wanted = f"{needed[0]}.{needed[1]}" if needed else f"{original.method} (no action)"
             raise insufficient_permissions(wanted)
-        headers.update(identity)
+        # Every identity header, empty where it does not apply: gateways copy only the headers
+        # present, and a caller's own X-Auth-* must not survive to the API.
+        headers.update({name: identity.get(name, "") for name in IDENTITY_HEADERS})
         headers.update(ratelimit_headers(verdict))
         subject = identity.get("x-auth-api-key-id") or identity["x-auth-client-id"]
         self.counters.count(subject, identity.get("x-auth-org-id", ""), needed[1],
@@ -122,7 +148,7 @@ class ForwardAuth:
     async def _api_key(self, key: str, address: str | None
                        ) -> tuple[frozenset[str], dict[str, str], Verdict]:
         record = await self.authenticator.authenticate(key, address)
-        verdict = self._limit(self.limits.api_key.check(
+        verdict = await self._limit(await self.limits.api_key.check(
             record.id, self.limits.key_items(record.rate_limits)), record.org_id)
         return frozenset(record.permissions), {
             "x-auth-org-id": record.org_id, "x-auth-api-key-id": record.id,
@@ -137,15 +163,19 @@ class ForwardAuth:
             raise unavailable(exc.description) from exc
         if claims is None:
             raise invalid_token()
+        audiences = self.settings.forward_auth.audiences
+        aud = claims.get("aud")
+        if audiences and not set(aud if isinstance(aud, list) else [aud]) & set(audiences):
+            raise invalid_token("The access token was issued for another API")
         scopes = frozenset(str(claims.get("scope", "")).split())
         client_id = str(claims["client_id"])
         org_id = str(claims.get("org_id", ""))
-        verdict = self._limit(self.limits.client.check(client_id), org_id)
+        verdict = await self._limit(await self.limits.client.check(client_id), org_id)
         identity = {"x-auth-client-id": client_id, "x-auth-subject": str(claims["sub"]),
                     "x-auth-scopes": " ".join(sorted(scopes))}
         if org_id:
             identity["x-auth-org-id"] = org_id
         return scopes, identity, verdict
 
-    def _limit(self, own: Verdict, org_id: str) -> Verdict:
-        return enforce(self.limits, own, org_id)
+    async def _limit(self, own: Verdict, org_id: str) -> Verdict:
+        return await enforce(self.limits, own, org_id)

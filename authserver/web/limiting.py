@@ -7,12 +7,12 @@ from authserver.errors import ApiError, rate_limit_exceeded
 from authserver.ratelimit import Limits, Verdict
 
 
-def enforce(limits: Limits, own: Verdict, org_id: str) -> Verdict:
+async def enforce(limits: Limits, own: Verdict, org_id: str) -> Verdict:
     """The credential's own verdict, then its organisation's limit; 429 when either is spent."""
     if own.retry_after is not None:
         raise _too_many(own)
     if org_id:
-        org = limits.organization.check(org_id)
+        org = await limits.organization.check(org_id)
         if org.retry_after is not None:
             raise _too_many(org)
     return own

@@ -69,6 +69,9 @@ class OrganizationEndpoints(AdminApi):
             return org
 
         org = await self.write(update)
+        if disabled is not None:  # records carry their organisation's state
+            self.key_cache.clear()
+            self.client_cache.clear()
         return self.respond(request, org.public_dict())
 
     def _org_in_scope(self, caller: Caller, request: Request) -> str:

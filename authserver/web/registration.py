@@ -92,14 +92,14 @@ class RegistrationEndpoints:
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
         reg = settings.registration
-        self.limiter = RateLimiter(reg.rate_limit, "registration", limits.storage) \
+        self.limiter = RateLimiter(reg.rate_limit, "registration", limits.store) \
             if reg.policy == "open" else None
 
     async def register(self, request: Request) -> Response:
         """RFC 7591 §3.1 client registration request."""
         address = client_address(request.scope, self.trusted)
         if self.limiter is not None:
-            wait = self.limiter.hit(rate_key(address))
+            wait = await self.limiter.hit(rate_key(address))
             if wait is not None:
                 raise TooManyRequests(
                     "Too many registrations from this address; retry later", wait)
