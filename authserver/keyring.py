@@ -18,7 +18,7 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -362,14 +362,24 @@ class Keyring:
         raise NotFound(f"no signing key {kid}")
 
     def rotate(
-        self, alg: str, now: float, propagation_delay: float, kid: str | None = None
+        self, alg: str, now: float, propagation_delay: float, kid: str | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> SigningKey:
-        """Schedule a key (new, or the standby `kid`) to sign once every cache has seen it."""
+        """Schedule a key (new, or the standby `kid`) to sign once every cache has seen it.
+
+        A new key's delay counts from when its file is in place (`clock()` after writing it),
+        not from `now`: loading the other keys, generating an RSA key and fsyncing take long
+        enough to eat into a short propagation delay."""
         self.load(now)
         has_signer = self.snapshot(now).signer is not None
         if kid is None:
-            activate = now + propagation_delay if has_signer else now
-            return self.generate(alg, now, activate)
+            if not has_signer:
+                return self.generate(alg, now, now)
+            key = self.generate(alg, now, None)  # published, standby: on disk from here on
+            written = clock() if clock is not None else now
+            key = replace(key, activate_at=max(now, written) + propagation_delay)
+            self._save(key, written)
+            return key
         key = self._find(kid)
         if key.retired_at is not None:
             raise Conflict(f"key {kid} is retired")

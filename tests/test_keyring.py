@@ -220,3 +220,17 @@ def test_a_lifetime_raised_while_signing_is_written_down(tmp_path: Path) -> None
     again_short.load(T0 + 3)
     assert old.kid in published_kids(again_short, T0 + 2 + 86400)
     assert published_kids(again_short, T0 + 2 + 86400 + PUBLISH_MARGIN) == {new.kid}
+
+
+def test_the_delay_counts_from_when_the_new_key_file_is_in_place(tmp_path: Path) -> None:
+    """Writing the key takes time (load, RSA generation, fsync): the new key signs
+    `propagation_delay` after its file exists, not after rotation began."""
+    keyring = ring(tmp_path)
+    assert keyring.ensure_signer("RS256", T0) is not None
+    new = keyring.rotate("RS256", T0 + 10, 2, clock=lambda: T0 + 10.8)
+    assert new.activate_at == T0 + 12.8
+    again = ring(tmp_path)  # what another instance reads from disk
+    again.load(T0 + 11)
+    assert states(again, T0 + 12.7)[new.kid] == "published"
+    signer = again.snapshot(T0 + 12.8).signer
+    assert signer is not None and signer.kid == new.kid

@@ -43,9 +43,10 @@ def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
-    now = SystemClock().now()
-    key = _keyring(settings).rotate(args.alg or settings.signing.algorithm, now,
-                                    settings.signing.propagation_delay, kid=args.kid)
+    clock = SystemClock()
+    key = _keyring(settings).rotate(args.alg or settings.signing.algorithm, clock.now(),
+                                    settings.signing.propagation_delay, kid=args.kid,
+                                    clock=clock.now)
     out(args, {"kid": key.kid, "alg": key.alg, "activate_at": key.activate_at},
          f"key {key.kid} ({key.alg}) is published and signs from {show_time(key.activate_at)}; "
          "the current key retires then")
