@@ -6,9 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from authserver.clients.records import IPNetwork, address_allowed
 from authserver.storage.models import ApiKey
-
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +40,7 @@ class ApiKeyRecord:
         return "active"
 
     def ip_allowed(self, address: str | None) -> bool:
-        """No allowlist allows every address; with one, an unknown address is refused."""
-        if not self.ip_allow:
-            return True
-        try:
-            ip = ipaddress.ip_address(address or "")
-        except ValueError:
-            return False
-        return any(ip in net for net in self.ip_allow)
+        return address_allowed(self.ip_allow, address)
 
     @classmethod
     def from_row(cls, row: ApiKey, org_active: bool = True) -> ApiKeyRecord:

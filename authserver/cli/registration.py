@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any
 
 from authserver import registration
 from authserver.cli.clients import scope_list
-from authserver.cli.common import CliError, command, database, out, show_time
+from authserver.cli.common import command, database, out, parse_seconds, show_time
 from authserver.clock import SystemClock
 from authserver.config import Settings
 from authserver.scopes import ScopeCatalog
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> float:
-    """`90`, `90s`, `15m`, `24h`, `7d`, `2w` → seconds."""
-    match = _DURATION.match(text)
-    if not match or float(match.group(1)) <= 0:
-        raise CliError(f"--expires-in: {text!r} is not a duration such as 3600, 15m, 24h or 7d")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
 
 def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
-    expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    expires_in = parse_seconds(args.expires_in, "--expires-in") if args.expires_in else None
     with database(settings).session(write=True) as session:
         new = registration.create_access_token(
             session, ScopeCatalog(settings), SystemClock().now(),

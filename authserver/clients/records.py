@@ -51,16 +51,7 @@ class ClientRecord:
         return self.status == "active" and self.org_active
 
     def ip_allowed(self, address: str | None) -> bool:
-        """No allowlist allows every address; with one, an unknown address is refused."""
-        if not self.ip_allow:
-            return True
-        if address is None:
-            return False
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.ip_allow)
+        return address_allowed(self.ip_allow, address)
 
     @classmethod
     def from_row(cls, row: Client, org_active: bool = True) -> ClientRecord:
@@ -88,6 +79,17 @@ class ClientRecord:
             "tokens_valid_after": self.tokens_valid_after, "origin": self.origin,
             "last_used_at": self.last_used_at,
         }
+
+
+def address_allowed(allowlist: tuple[IPNetwork, ...], address: str | None) -> bool:
+    """No allowlist allows every address; with one, an unknown address is refused."""
+    if not allowlist:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in allowlist)
 
 
 def check_cidrs(values: list[str]) -> list[str]:
