@@ -38,6 +38,20 @@ def check_limits(spec: str, field: str) -> str:
     return spec
 
 
+OVERRIDE_KINDS = ("hourly", "burst")
+
+
+def check_overrides(pairs: tuple[tuple[str, str], ...] | dict[str, str]) -> dict[str, str]:
+    """A key's or client's own limits, {"hourly": "5000/hour", "burst": "100/minute"}."""
+    limits = dict(pairs)
+    unknown = sorted(set(limits) - set(OVERRIDE_KINDS))
+    if unknown:
+        raise Invalid(f"rate_limits: unknown kind {unknown[0]!r} (hourly, burst)")
+    for kind, spec in limits.items():
+        check_limits(spec, f"rate_limits.{kind}")
+    return limits
+
+
 def rate_key(address: str | None) -> str:
     """IPv6 callers are counted per /64 (one host usually holds a whole /64); IPv4-mapped
     addresses count as their IPv4 address."""
@@ -139,16 +153,26 @@ class Limits:
                                   "client", store)
         self.organization = RateLimiter(settings.organization_hourly, "organization", store)
         self.address = RateLimiter(settings.address, "address", store)
-        self._defaults = {"hourly": settings.api_key_hourly, "burst": settings.api_key_burst}
-        self._parsed: dict[tuple[tuple[str, str], ...], list[RateLimitItem]] = {}
+        self._defaults = {
+            "api_key": {"hourly": settings.api_key_hourly, "burst": settings.api_key_burst},
+            "client": {"hourly": settings.client_hourly, "burst": settings.client_burst},
+        }
+        self._parsed: dict[tuple[str, tuple[tuple[str, str], ...]], list[RateLimitItem]] = {}
 
     def key_items(self, overrides: dict[str, str]) -> list[RateLimitItem] | None:
         """The limits of a key with its own `rate_limits` (None: the defaults)."""
+        return self._items("api_key", overrides)
+
+    def client_items(self, overrides: dict[str, str]) -> list[RateLimitItem] | None:
+        """The limits of a client with its own `rate_limits` (None: the defaults)."""
+        return self._items("client", overrides)
+
+    def _items(self, kind: str, overrides: dict[str, str]) -> list[RateLimitItem] | None:
         if not overrides:
             return None
-        marker = tuple(sorted(overrides.items()))
+        marker = (kind, tuple(sorted(overrides.items())))
         items = self._parsed.get(marker)
         if items is None:
-            merged = {**self._defaults, **overrides}
+            merged = {**self._defaults[kind], **overrides}
             items = self._parsed[marker] = parse_many(f"{merged['hourly']};{merged['burst']}")
         return items

@@ -410,3 +410,21 @@ def test_usage_report(capsys: pytest.CaptureFixture[str], config: str,
     assert code == 2 and "--since" in err
     shown = run_json(capsys, config, "api-keys", "show", key_id)
     assert shown["last_used_at"] == at
+
+
+def test_client_rate_limits_from_the_cli(capsys: pytest.CaptureFixture[str],
+                                         config: str) -> None:
+    created = run_json(capsys, config, "clients", "create", "--name", "c", "--rate-limit",
+                       "burst=10/minute")
+    factories.remember(created["client_secret"])
+    assert created["rate_limits"] == {"burst": "10/minute"}
+    client_id = created["client_id"]
+    updated = run_json(capsys, config, "clients", "update", client_id, "--rate-limit",
+                       "hourly=500/hour")
+    assert updated["rate_limits"] == {"hourly": "500/hour"}
+    assert updated["tokens_valid_after"] == created["tokens_valid_after"]
+    cleared = run_json(capsys, config, "clients", "update", client_id, "--clear-rate-limits")
+    assert cleared["rate_limits"] == {}
+    code, _, err = run(capsys, config, "clients", "update", client_id, "--rate-limit",
+                       "hourly=lots")
+    assert code == 2 and "rate_limits.hourly" in err

@@ -429,3 +429,30 @@ async def test_token_rate_limits(tmp_path: Path, limits: dict[str, str], scope: 
         body = refused.json()
         assert body["error"] == "too_many_requests" and scope in body["error_description"]
         assert int(refused.headers["retry-after"]) == body["retry_after"] >= 1
+
+
+@pytest.mark.anyio
+async def test_a_clients_own_rate_limit_overrides_the_default(tmp_path: Path) -> None:
+    from authserver import clients
+
+    settings = make_settings(tmp_path, rate_limits={"client_burst": "100/minute"})
+    async with running_app(settings) as h:
+        record, secret = factories.create_client(h.runtime, scopes=["read"],
+                                                 rate_limits=(("burst", "1/minute"),))
+        assert secret and record.rate_limits == {"burst": "1/minute"}
+        auth = factories.basic_auth(record.client_id, secret)
+        data = {"grant_type": "client_credentials"}
+        assert (await h.http.post("/token", data=data, headers=auth)).status_code == 200
+        assert (await h.http.post("/token", data=data, headers=auth)).status_code == 429
+        with h.runtime.db.session(write=True) as session:
+            updated = clients.update_client(
+                session, h.runtime.catalog, record.client_id,
+                clients.ClientUpdate(rate_limits=(("burst", "50/minute"),)), h.runtime.clock.now())
+        assert updated.tokens_valid_after == record.tokens_valid_after  # no cutoff for this
+        h.runtime.poll_events()
+        assert (await h.http.post("/token", data=data, headers=auth)).status_code == 200
+        with pytest.raises(Exception, match="rate_limits"), \
+                h.runtime.db.session(write=True) as session:
+            clients.update_client(session, h.runtime.catalog, record.client_id,
+                                  clients.ClientUpdate(rate_limits=(("daily", "5/day"),)),
+                                  h.runtime.clock.now())

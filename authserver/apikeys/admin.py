@@ -15,13 +15,12 @@ from authserver.apikeys.permissions import check_permissions
 from authserver.apikeys.records import ApiKeyRecord
 from authserver.clients.records import check_cidrs
 from authserver.errors import Conflict, Invalid, NotFound
-from authserver.ratelimit import check_limits
+from authserver.ratelimit import check_overrides
 from authserver.scopes import ScopeCatalog
 from authserver.storage.models import ApiKey, Organization
 
 MAX_NAME = 200
 MAX_GRACE = 30 * 86400.0
-RATE_LIMIT_KINDS = ("hourly", "burst")
 
 
 @dataclass(frozen=True)
@@ -58,16 +57,6 @@ def _expiry(expires_at: float | None, now: float) -> float | None:
     if expires_at is not None and expires_at <= now:
         raise Invalid("expires_at: must be in the future")
     return expires_at
-
-
-def _limits(pairs: tuple[tuple[str, str], ...]) -> dict[str, str]:
-    limits = dict(pairs)
-    unknown = sorted(set(limits) - set(RATE_LIMIT_KINDS))
-    if unknown:
-        raise Invalid(f"rate_limits: unknown kind {unknown[0]!r} (hourly, burst)")
-    for kind, spec in limits.items():
-        check_limits(spec, f"rate_limits.{kind}")
-    return limits
 
 
 def key_row(session: Session, key_id: str, org_id: str | None = None) -> ApiKey:
@@ -114,7 +103,7 @@ def create_key(
         id=key_id, digest=hashing.digest(key), org_id=spec.org_id, name=_name(spec.name),
         environment=spec.environment, permissions=list(permissions),
         ip_allow=check_cidrs(list(spec.ip_allow)), expires_at=_expiry(spec.expires_at, now),
-        rate_limits=_limits(spec.rate_limits), status="active", created_by=actor.name,
+        rate_limits=check_overrides(spec.rate_limits), status="active", created_by=actor.name,
         created_at=now, updated_at=now,
     )
     session.add(row)
@@ -167,7 +156,7 @@ def update_key(
     elif update.expires_at is not None:
         row.expires_at = changed["expires_at"] = _expiry(update.expires_at, now)
     if update.rate_limits is not None:
-        row.rate_limits = changed["rate_limits"] = _limits(update.rate_limits)
+        row.rate_limits = changed["rate_limits"] = check_overrides(update.rate_limits)
     if not changed:
         raise Invalid("nothing to change: give name, permissions, ip_allowlist, expires_at or "
                       "rate_limits")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import Any
 
 from authserver import apikeys, organizations
@@ -17,6 +16,7 @@ from authserver.cli.common import (
     out,
     parse_seconds,
     parse_time,
+    rate_limit_pairs,
     show_time,
 )
 from authserver.clock import SystemClock
@@ -50,20 +50,6 @@ def _key_id(value: str, settings: Settings) -> str:
     return value
 
 
-def _rate_limits(values: Sequence[str] | None) -> tuple[tuple[str, str], ...] | None:
-    """`--rate-limit hourly=1000/hour` (repeatable) → (("hourly", "1000/hour"),)."""
-    if values is None:
-        return None
-    pairs = []
-    for value in values:
-        kind, sep, rate = value.partition("=")
-        if not sep or not kind.strip() or not rate.strip():
-            raise CliError(f"--rate-limit: {value[:60]!r} is not KIND=RATE, e.g. "
-                           "hourly=1000/hour or burst=60/minute")
-        pairs.append((kind.strip(), rate.strip()))
-    return tuple(pairs)
-
-
 def _expiry(args: argparse.Namespace, now: float) -> float | None:
     if args.expires_in is not None:
         return now + parse_seconds(args.expires_in, "--expires-in")
@@ -87,7 +73,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
     spec = apikeys.ApiKeySpec(
         name=args.name, org_id=args.org, permissions=tuple(args.permission),
         environment=args.environment, ip_allow=tuple(args.ip_allow or ()),
-        expires_at=_expiry(args, now), rate_limits=_rate_limits(args.rate_limit) or (),
+        expires_at=_expiry(args, now), rate_limits=rate_limit_pairs(args.rate_limit) or (),
     )
     with database(settings).session(write=True) as session:
         record, key = apikeys.create_key(session, ScopeCatalog(settings), spec,
@@ -133,7 +119,7 @@ def cmd_keys_update(args: argparse.Namespace, settings: Settings) -> int:
         permissions=tuple(args.permission) if args.permission else None,
         ip_allow=() if args.clear_ip_allow else (tuple(args.ip_allow) if args.ip_allow else None),
         expires_at=_expiry(args, now), clear_expiry=args.no_expiry,
-        rate_limits=() if args.clear_rate_limits else _rate_limits(args.rate_limit),
+        rate_limits=() if args.clear_rate_limits else rate_limit_pairs(args.rate_limit),
     )
     with database(settings).session(write=True) as session:
         record = apikeys.update_key(session, ScopeCatalog(settings),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from authserver import clients, registration
-from authserver.cli.common import CliError, command, database, out, show_time
+from authserver.cli.common import CliError, command, database, out, rate_limit_pairs, show_time
 from authserver.clock import SystemClock
 from authserver.config import Settings
 from authserver.scopes import ScopeCatalog
@@ -45,6 +45,7 @@ def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
         name=args.name, scopes=scope_list(args.scope) or (), ip_allow=tuple(args.ip_allow or ()),
         resources=tuple(args.resource or ()), auth_method=method, jwks=jwks,
         jwks_uri=args.jwks_uri, org_id=args.org,
+        rate_limits=rate_limit_pairs(args.rate_limit) or (),
     )
     with database(settings).session(write=True) as session:
         record, secret = clients.create_client(session, ScopeCatalog(settings), spec,
@@ -95,6 +96,7 @@ def cmd_clients_update(args: argparse.Namespace, settings: Settings) -> int:
         ip_allow=() if args.clear_ip_allow else (tuple(args.ip_allow) if args.ip_allow else None),
         resources=() if args.clear_resources else (
             tuple(args.resource) if args.resource else None),
+        rate_limits=() if args.clear_rate_limits else rate_limit_pairs(args.rate_limit),
     )
     with database(settings).session(write=True) as session:
         record = clients.update_client(session, ScopeCatalog(settings), args.client_id, change,
@@ -137,6 +139,9 @@ def add_commands(sub: Any) -> None:
     create.add_argument("--jwks-file", metavar="PATH", help="private_key_jwt keys (JWK Set)")
     create.add_argument("--auth-method", choices=list(clients.AUTH_METHODS))
     create.add_argument("--org", default="org_default")
+    create.add_argument("--rate-limit", action="append", metavar="KIND=RATE",
+                        help="hourly=1000/hour or burst=60/minute (repeatable; default: "
+                             "[rate_limits] client_hourly and client_burst)")
     lst = command(cl, "list", cmd_clients_list, "list clients")
     lst.add_argument("--org")
     lst.add_argument("--registered", action="store_true",
@@ -153,6 +158,11 @@ def add_commands(sub: Any) -> None:
     upd.add_argument("--clear-ip-allow", action="store_true")
     upd.add_argument("--resource", action="append", metavar="URL")
     upd.add_argument("--clear-resources", action="store_true")
+    limits = upd.add_mutually_exclusive_group()
+    limits.add_argument("--rate-limit", action="append", metavar="KIND=RATE",
+                        help="replaces the client's own limits (repeatable)")
+    limits.add_argument("--clear-rate-limits", action="store_true",
+                        help="back to the [rate_limits] defaults")
     for name, disable in (("disable", True), ("enable", False)):
         p = command(cl, name, cmd_clients_disable, f"{name} a client")
         p.add_argument("client_id")

@@ -8,7 +8,7 @@ import getpass
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,3 +84,17 @@ def command(group: Any, name: str, handler: Handler, help_: str) -> argparse.Arg
     p: argparse.ArgumentParser = group.add_parser(name, help=help_, description=help_)
     p.set_defaults(handler=handler)
     return p
+
+
+def rate_limit_pairs(values: Sequence[str] | None) -> tuple[tuple[str, str], ...] | None:
+    """`--rate-limit hourly=1000/hour` (repeatable) → (("hourly", "1000/hour"),)."""
+    if values is None:
+        return None
+    pairs = []
+    for value in values:
+        kind, sep, rate = value.partition("=")
+        if not sep or not kind.strip() or not rate.strip():
+            raise CliError(f"--rate-limit: {value[:60]!r} is not KIND=RATE, e.g. "
+                           "hourly=1000/hour or burst=60/minute")
+        pairs.append((kind.strip(), rate.strip()))
+    return tuple(pairs)

@@ -24,6 +24,7 @@ from authserver.clients.records import (
     check_resources,
 )
 from authserver.errors import Invalid, NotFound
+from authserver.ratelimit import check_overrides
 from authserver.scopes import ScopeCatalog
 from authserver.storage.models import DEFAULT_ORG_ID, Client, Organization
 
@@ -40,6 +41,7 @@ class ClientSpec:
     org_id: str = DEFAULT_ORG_ID
     grant_types: tuple[str, ...] = ("client_credentials",)
     origin: str = "admin"
+    rate_limits: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class ClientUpdate:
     scopes: tuple[str, ...] | None = None
     ip_allow: tuple[str, ...] | None = None
     resources: tuple[str, ...] | None = None
+    rate_limits: tuple[tuple[str, str], ...] | None = None
 
 
 def _check_name(name: str) -> str:
@@ -115,7 +118,7 @@ def create_client(
         scopes=list(scopes), ip_allow=check_cidrs(list(spec.ip_allow)),
         resources=check_resources(list(spec.resources)), jwks=spec.jwks,
         jwks_uri=spec.jwks_uri, status="active", created_at=now, updated_at=now,
-        tokens_valid_after=0.0,
+        tokens_valid_after=0.0, rate_limits=check_overrides(spec.rate_limits),
     )
     session.add(row)
     events.record(session, "client.created", row.client_id, now, row.org_id,
@@ -171,10 +174,13 @@ def update_client(
     if change.resources is not None:
         row.resources = check_resources(list(change.resources))
         changed.append("resources")
+    if change.rate_limits is not None:
+        row.rate_limits = check_overrides(change.rate_limits)
+        changed.append("rate_limits")
     if not changed:
         return ClientRecord.from_row(row)
     row.updated_at = now
-    if set(changed) - {"name"}:
+    if set(changed) - {"name", "rate_limits"}:  # these do not change what tokens may do
         row.tokens_valid_after = cutoff(now)
     events.record(session, "client.updated", client_id, now, row.org_id,
                   {"fields": changed, "tokens_valid_after": row.tokens_valid_after})

@@ -45,6 +45,8 @@ class ClientRecord:
     secret_digest: str | None = field(default=None, repr=False)
     # False while the client's organisation is disabled (read with the client on the token path).
     org_active: bool = True
+    # Its own rate limits over the configured defaults ({"hourly": ..., "burst": ...}).
+    rate_limits: dict[str, str] = field(default_factory=dict)
 
     @property
     def active(self) -> bool:
@@ -64,7 +66,7 @@ class ClientRecord:
             status=row.status, created_at=row.created_at, updated_at=row.updated_at,
             tokens_valid_after=row.tokens_valid_after, origin=row.origin,
             last_used_at=row.last_used_at, secret_digest=row.secret_digest,
-            org_active=org_active,
+            org_active=org_active, rate_limits=dict(row.rate_limits or {}),
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -77,7 +79,7 @@ class ClientRecord:
             "jwks_uri": self.jwks_uri, "jwks": self.jwks, "status": self.status,
             "created_at": self.created_at, "updated_at": self.updated_at,
             "tokens_valid_after": self.tokens_valid_after, "origin": self.origin,
-            "last_used_at": self.last_used_at,
+            "last_used_at": self.last_used_at, "rate_limits": self.rate_limits,
         }
 
 

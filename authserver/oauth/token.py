@@ -71,7 +71,8 @@ class TokenService:
             raise InvalidRequest("grant_type is required")
         _enforce(await self.limits.address.check(rate_key(request.client_ip)))
         client = await self.authenticate(params, request.authorization, request.client_ip)
-        _enforce(await self.limits.client.check(client.client_id))
+        _enforce(await self.limits.client.check(
+            client.client_id, self.limits.client_items(client.rate_limits)))
         _enforce(await self.limits.organization.check(client.org_id))
         if grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("This grant_type is not supported")

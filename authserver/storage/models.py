@@ -47,6 +47,8 @@ class Client(Base):
     origin: Mapped[str] = mapped_column(String(16), default="admin", index=True)
     # Written in batches from memory (never on the token path); None until the first token.
     last_used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # This client's own rate limits ({"hourly": ..., "burst": ...}) over `[rate_limits]`.
+    rate_limits: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     registration: Mapped[ClientRegistration | None] = relationship(
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True,
     )

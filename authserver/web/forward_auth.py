@@ -159,6 +159,9 @@ class ForwardAuth:
     async def _token(self, token: str) -> tuple[frozenset[str], dict[str, str], Verdict]:
         try:
             claims = await self.inspector.active(token)
+            # the client's own limits; a cache hit, since `active` has just read it
+            client = None if claims is None else \
+                await self.inspector.clients.get(str(claims["client_id"]))
         except TemporarilyUnavailable as exc:
             raise unavailable(exc.description) from exc
         if claims is None:
@@ -170,7 +173,9 @@ class ForwardAuth:
         scopes = frozenset(str(claims.get("scope", "")).split())
         client_id = str(claims["client_id"])
         org_id = str(claims.get("org_id", ""))
-        verdict = await self._limit(await self.limits.client.check(client_id), org_id)
+        overrides = client.rate_limits if client is not None else {}
+        verdict = await self._limit(await self.limits.client.check(
+            client_id, self.limits.client_items(overrides)), org_id)
         identity = {"x-auth-client-id": client_id, "x-auth-subject": str(claims["sub"]),
                     "x-auth-scopes": " ".join(sorted(scopes))}
         if org_id:
