@@ -63,7 +63,16 @@ def cmd_config(directory: str, port: str, alg: str) -> None:
         # the limit. Scopes need no catalog entry (only api_key_only ones are refused).
         "\n[registration]\n"
         'open_scopes = ["read", "write"]\n'
-        'rate_limit = "1000/minute"\n',
+        'rate_limit = "1000/minute"\n'
+        # The limits are checked on every request, as in production, but set far above what
+        # one client from one address reaches here (the defaults would refuse the load).
+        "\n[rate_limits]\n"
+        'client_hourly = "1000000000/hour"\n'
+        'client_burst = "100000000/minute"\n'
+        'organization_hourly = "1000000000/hour"\n'
+        'address = "100000000/minute"\n'
+        'api_key_hourly = "1000000000/hour"\n'
+        'api_key_burst = "100000000/minute"\n',
         encoding="utf-8",
     )
 
