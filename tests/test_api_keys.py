@@ -178,6 +178,7 @@ async def test_how_keys_are_sent(harness: AppHarness, debug_log_capture: Any) ->
     server_lines = [line for line in debug_log_capture.getvalue().splitlines()
                     if " httpx " not in line]  # the test's own client logs its URLs
     assert server_lines and not any(key in line for line in server_lines)
+    assert any("sent in the query string" in line for line in server_lines)
 
 
 @pytest.mark.parametrize(("body", "fragment"), [

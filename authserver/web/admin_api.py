@@ -41,7 +41,7 @@ from authserver.ratelimit import Limits
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.storage.models import DEFAULT_ORG_ID
-from authserver.web.credentials import QUERY_WARNING, presented_api_key
+from authserver.web.credentials import QUERY_WARNING, note_query_key, presented_api_key
 from authserver.web.errors import NO_STORE, request_id
 from authserver.web.limiting import enforce
 from authserver.web.middleware import client_address
@@ -167,6 +167,7 @@ class AdminApi:
             record.id, self.limits.key_items(record.rate_limits)), record.org_id)
         if in_query:
             request.state.deprecated_query_key = True
+            note_query_key(record.id, address)
         return Caller(record, audit.Actor(f"api_key:{record.id}", address, request_id(request),
                                           record.org_id))
 

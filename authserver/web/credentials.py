@@ -12,6 +12,7 @@ from starlette.requests import Request
 from authserver.apikeys import looks_like_key
 from authserver.errors import invalid_api_key
 
+log = logging.getLogger("authserver.api_keys")
 API_KEY_HEADER = "x-api-key"
 QUERY_WARNING = ('299 - "Sending the API key in the query string is deprecated; '
                  'use the x-api-key header"')
@@ -39,6 +40,12 @@ def install_log_redaction() -> None:
 
     factory.redacts_api_keys = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def note_query_key(key_id: str, address: str | None) -> None:
+    """The deprecated way was used: say so in the log, by key id (never the key)."""
+    log.warning("API key %s was sent in the query string from %s (deprecated; use the "
+                "x-api-key header)", key_id, address or "-")
 
 
 def presented_api_key(request: Request, prefix: str, allow_query: bool) -> tuple[str, bool]:

@@ -34,7 +34,7 @@ from authserver.errors import (
 from authserver.ratelimit import Limits, Verdict
 from authserver.revocation import TokenInspector
 from authserver.usage import UsageCounters
-from authserver.web.credentials import API_KEY_HEADER, QUERY_WARNING
+from authserver.web.credentials import API_KEY_HEADER, QUERY_WARNING, note_query_key
 from authserver.web.limiting import enforce, ratelimit_headers
 from authserver.web.middleware import client_address, in_networks
 
@@ -125,6 +125,7 @@ class ForwardAuth:
             if from_query:
                 headers["deprecation"] = "true"
                 headers["warning"] = QUERY_WARNING
+                note_query_key(identity["x-auth-api-key-id"], original.address)
         elif bearer and apikeys.looks_like_key(bearer, self.prefix):
             raise invalid_api_key("API keys are sent in the x-api-key header, not as "
                                   "Authorization: Bearer", "api_key_in_authorization_header")
