@@ -33,6 +33,7 @@ import io
 import json
 import os
 import pstats
+import signal
 import statistics
 import sys
 import tempfile
@@ -347,6 +348,8 @@ def main() -> int:
                         help="make a run again when other work took more than this share of "
                              "the pinned core during it (0.1; 0: keep every run)")
     args = parser.parse_args()
+    # SIGTERM (e.g. from `timeout`) unwinds, so the temporary key directory is removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.cpu >= 0:
         os.sched_setaffinity(0, {args.cpu})
     # joserfc warns that the name EdDSA is deprecated (RFC 9864) when the baseline decodes with
