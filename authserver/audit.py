@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import ColumnElement, delete, select
 from sqlalchemy.orm import Session
 
 from authserver.storage.models import AuditEntry
@@ -26,6 +27,8 @@ class Actor:
 
 
 CLI = Actor("cli")
+# A change made by the server itself (the reaper), or by a caller that names no actor.
+SYSTEM = Actor("system")
 
 
 def record(
@@ -35,3 +38,70 @@ def record(
     session.add(AuditEntry(at=at, actor=actor.name, action=action, target=target, org_id=org_id,
                            outcome=outcome, source=actor.source, request_id=actor.request_id,
                            details=details or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditView:
+    id: int
+    at: float
+    actor: str
+    action: str
+    target: str
+    org_id: str | None
+    outcome: str
+    source: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "actor": self.actor, "action": self.action,
+                "target": self.target, "org_id": self.org_id, "outcome": self.outcome,
+                "source": self.source, "request_id": self.request_id, "details": self.details}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters (exact match; `action` also as a prefix ending in `.`, e.g. `client.`), a time
+    range, and the cursor: entries older than `before_id`."""
+
+    actor: str | None = None
+    action: str | None = None
+    target: str | None = None
+    org_id: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
+def read(session: Session, query: AuditQuery) -> list[AuditView]:
+    """Newest first, at most `query.limit` entries."""
+    conditions: list[ColumnElement[bool]] = []
+    if query.actor is not None:
+        conditions.append(AuditEntry.actor == query.actor)
+    if query.action is not None:
+        conditions.append(AuditEntry.action.startswith(query.action, autoescape=True)
+                          if query.action.endswith(".") else AuditEntry.action == query.action)
+    if query.target is not None:
+        conditions.append(AuditEntry.target == query.target)
+    if query.org_id is not None:
+        conditions.append(AuditEntry.org_id == query.org_id)
+    if query.outcome is not None:
+        conditions.append(AuditEntry.outcome == query.outcome)
+    if query.since is not None:
+        conditions.append(AuditEntry.at >= query.since)
+    if query.until is not None:
+        conditions.append(AuditEntry.at <= query.until)
+    if query.before_id is not None:
+        conditions.append(AuditEntry.id < query.before_id)
+    rows = session.scalars(select(AuditEntry).where(*conditions)
+                           .order_by(AuditEntry.id.desc()).limit(query.limit))
+    return [AuditView(r.id, r.at, r.actor, r.action, r.target, r.org_id, r.outcome, r.source,
+                      r.request_id, dict(r.details)) for r in rows]
+
+
+def purge(session: Session, older_than: float) -> int:
+    """Drop entries past the retention period."""
+    result = session.execute(delete(AuditEntry).where(AuditEntry.at < older_than))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -222,6 +222,12 @@ class ApiKeySettings(_Section):
     )
 
 
+class AuditSettings(_Section):
+    retention_days: int = Field(
+        365, ge=1, le=36500, description="Days the audit log keeps an entry (purged hourly)."
+    )
+
+
 class ForwardAuthSettings(_Section):
     audiences: list[str] = Field(
         default_factory=list,
@@ -299,6 +305,7 @@ class Settings(_Section):
     api_keys: ApiKeySettings = Field(default_factory=ApiKeySettings)
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     forward_auth: ForwardAuthSettings = Field(default_factory=ForwardAuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     redis_url: str = Field(
         "", description="Redis for shared rate-limit counters (AUTHSERVER_REDIS_URL); empty: "
         "counters in process memory.",

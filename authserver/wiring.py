@@ -13,7 +13,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
-from authserver import apikeys, events, hashing, registration
+from authserver import apikeys, audit, events, hashing, registration
 from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
@@ -141,16 +141,18 @@ class Runtime:
         log.info("reaped %d unused self-registered clients", count)
         return count
 
-    def purge_expired(self) -> tuple[int, int]:
-        """Revoked tokens past their `exp` need no deny-list entry any more, and feed receivers
-        long silent no position: (deny-list rows, receivers) removed."""
+    def purge_expired(self) -> tuple[int, int, int]:
+        """Revoked tokens past their `exp` need no deny-list entry any more, feed receivers
+        long silent no position, audit entries past retention no place: (deny-list rows,
+        receivers, audit entries) removed."""
         now = self.clock.now()
         idle = max(RECEIVER_IDLE_LIMIT, self.feed.history)
         with self.db.session(write=True) as session:
             denied = purge_denied(session, now)
             receivers = purge_receivers(session, now - idle)
+            entries = audit.purge(session, now - self.settings.audit.retention_days * 86400.0)
         self.denied.purge(now)
-        return denied, receivers
+        return denied, receivers, entries
 
     def start_position(self) -> None:
         with self.db.session() as session:
@@ -254,7 +256,7 @@ def create_app(
                           watch_staleness)
             tg.start_soon(_every, settings.cache.last_used_flush_interval, "last-use flush",
                           flush_usage)
-            tg.start_soon(_every, PURGE_INTERVAL, "deny-list and feed purge", purge)
+            tg.start_soon(_every, PURGE_INTERVAL, "deny-list, feed and audit purge", purge)
             if settings.registration.policy != "closed":
                 tg.start_soon(_every, settings.registration.reap_interval, "registration reaper",
                               reap)

@@ -428,3 +428,41 @@ def test_client_rate_limits_from_the_cli(capsys: pytest.CaptureFixture[str],
     code, _, err = run(capsys, config, "clients", "update", client_id, "--rate-limit",
                        "hourly=lots")
     assert code == 2 and "rate_limits.hourly" in err
+
+
+def test_audit_log_from_the_cli(capsys: pytest.CaptureFixture[str], config: str,
+                                settings: Settings) -> None:
+    """Client, organisation, key and signing-key changes are all in the audit log, readable by
+    filter and page; retention purges old entries."""
+    org = new_org(capsys, config)
+    key_id, _ = new_key(capsys, config, org)
+    created = run_json(capsys, config, "clients", "create", "--name", "c", "--org", org)
+    factories.remember(created["client_secret"])
+    client_id = created["client_id"]
+    run_json(capsys, config, "clients", "update", client_id, "--scope", "read")
+    run_json(capsys, config, "clients", "disable", client_id)
+    rotated = run_json(capsys, config, "keys", "rotate")
+    everything = run_json(capsys, config, "audit")["data"]
+    actions = [e["action"] for e in everything]
+    assert actions[:4] == ["signing_key.rotate", "client.disable", "client.update",
+                           "client.create"]
+    assert {"api_key.create", "organization.create"} <= set(actions)
+    assert all(e["actor"].startswith("cli") for e in everything)
+    assert everything[0]["target"] == rotated["kid"]
+    only_client = run_json(capsys, config, "audit", "--action", "client.", "--target",
+                           client_id)["data"]
+    assert [e["action"] for e in only_client] == ["client.disable", "client.update",
+                                                  "client.create"]
+    page = run_json(capsys, config, "audit", "--limit", "2")
+    assert len(page["data"]) == 2 and page["next_before"] == page["data"][-1]["id"]
+    rest = run_json(capsys, config, "audit", "--before", str(page["next_before"]))["data"]
+    assert [e["id"] for e in page["data"] + rest] == [e["id"] for e in everything]
+    assert run_json(capsys, config, "audit", "--org", org, "--target", key_id)["data"][0][
+        "action"] == "api_key.create"
+    code, _, err = run(capsys, config, "audit", "--since", "last tuesday")
+    assert code == 2 and "--since" in err
+    runtime = build_runtime(settings)
+    runtime.clock = FakeClock(runtime.clock.now() + 366 * 86400)
+    assert runtime.purge_expired()[2] == len(everything)
+    runtime.db.dispose()
+    assert run_json(capsys, config, "audit")["data"] == []

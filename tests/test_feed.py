@@ -268,8 +268,8 @@ async def test_silent_receivers_are_purged(feed: Any, clock: FakeClock) -> None:
     assert (await poll(h, auth, receiver="gone")).status_code == 200
     clock.advance(3600)
     assert (await poll(h, auth, receiver="alive")).status_code == 200
-    assert h.runtime.purge_expired() == (0, 0)
+    assert h.runtime.purge_expired()[:2] == (0, 0)
     clock.advance(86400 - 1800)
-    assert h.runtime.purge_expired() == (0, 1)
+    assert h.runtime.purge_expired()[:2] == (0, 1)
     with h.runtime.db.session() as session:
         assert [r.id.split("/")[1] for r in session.scalars(select(SetReceiver))] == ["alive"]

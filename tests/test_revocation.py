@@ -204,7 +204,7 @@ async def test_the_deny_list_outlives_a_restart_and_follows_the_log(
         for token in (revoked_here, revoked_elsewhere):
             assert (await introspect(again, token, who)).json() == {"active": False}
         clock.advance(3601)
-        assert again.runtime.purge_expired() == (2, 0)
+        assert again.runtime.purge_expired()[:2] == (2, 0)
         with again.runtime.db.session() as session:
             assert session.scalars(select(RevokedToken)).all() == []
 

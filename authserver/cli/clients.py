@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from authserver import clients, registration
-from authserver.cli.common import CliError, command, database, out, rate_limit_pairs, show_time
+from authserver.cli.common import (
+    CliError,
+    cli_actor,
+    command,
+    database,
+    out,
+    rate_limit_pairs,
+    show_time,
+)
 from authserver.clock import SystemClock
 from authserver.config import Settings
 from authserver.scopes import ScopeCatalog
@@ -49,7 +57,7 @@ def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
     )
     with database(settings).session(write=True) as session:
         record, secret = clients.create_client(session, ScopeCatalog(settings), spec,
-                                               SystemClock().now())
+                                               SystemClock().now(), actor=cli_actor())
     data = {**record.public_dict(), "client_secret": secret}
     text = _client_text(record)
     if secret:
@@ -100,21 +108,22 @@ def cmd_clients_update(args: argparse.Namespace, settings: Settings) -> int:
     )
     with database(settings).session(write=True) as session:
         record = clients.update_client(session, ScopeCatalog(settings), args.client_id, change,
-                                       SystemClock().now())
+                                       SystemClock().now(), cli_actor())
     out(args, record.public_dict(), _client_text(record))
     return 0
 
 
 def cmd_clients_disable(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings).session(write=True) as session:
-        record = clients.set_disabled(session, args.client_id, args.disable, SystemClock().now())
+        record = clients.set_disabled(session, args.client_id, args.disable, SystemClock().now(),
+                                      cli_actor())
     out(args, record.public_dict(), f"client {record.client_id} is {record.status}")
     return 0
 
 
 def cmd_clients_delete(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings).session(write=True) as session:
-        clients.delete_client(session, args.client_id, SystemClock().now())
+        clients.delete_client(session, args.client_id, SystemClock().now(), cli_actor())
     out(args, {"deleted": args.client_id},
          f"client {args.client_id} deleted; its tokens are cut off")
     return 0
@@ -122,7 +131,7 @@ def cmd_clients_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_clients_rotate_secret(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings).session(write=True) as session:
-        secret = clients.rotate_secret(session, args.client_id, SystemClock().now())
+        secret = clients.rotate_secret(session, args.client_id, SystemClock().now(), cli_actor())
     out(args, {"client_id": args.client_id, "client_secret": secret},
          f"client_secret {secret}\n\nThe old secret no longer works. This one is shown only now.")
     return 0

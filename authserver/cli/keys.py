@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from authserver.cli.common import command, out, show_time
+from authserver import audit
+from authserver.cli.common import cli_actor, command, database, out, show_time
 from authserver.clock import SystemClock
 from authserver.config import Settings
 from authserver.keyring import Keyring
@@ -14,6 +15,12 @@ from authserver.keyring import Keyring
 
 def _keyring(settings: Settings) -> Keyring:
     return Keyring(Path(settings.keys_dir), settings.tokens.access_token_lifetime)
+
+
+def _audit(settings: Settings, action: str, kid: str, details: dict[str, Any]) -> None:
+    """Key files are the keyring's store; the audit log is the database's."""
+    with database(settings).session(write=True) as session:
+        audit.record(session, cli_actor(), action, kid, SystemClock().now(), details=details)
 
 
 def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -36,6 +43,7 @@ def cmd_keys_generate(args: argparse.Namespace, settings: Settings) -> int:
     ring = _keyring(settings)
     ring.load(now)
     key = ring.generate(args.alg or settings.signing.algorithm, now, activate_at=None)
+    _audit(settings, "signing_key.generate", key.kid, {"alg": key.alg})
     out(args, {"kid": key.kid, "alg": key.alg, "state": "published"},
          f"generated {key.alg} key {key.kid}: published, standby (use `keys rotate --kid` to "
          "make it sign)")
@@ -47,6 +55,8 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     key = _keyring(settings).rotate(args.alg or settings.signing.algorithm, clock.now(),
                                     settings.signing.propagation_delay, kid=args.kid,
                                     clock=clock.now)
+    _audit(settings, "signing_key.rotate", key.kid,
+           {"alg": key.alg, "activate_at": key.activate_at})
     out(args, {"kid": key.kid, "alg": key.alg, "activate_at": key.activate_at},
          f"key {key.kid} ({key.alg}) is published and signs from {show_time(key.activate_at)}; "
          "the current key retires then")
@@ -55,6 +65,7 @@ def cmd_keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_keys_retire(args: argparse.Namespace, settings: Settings) -> int:
     key = _keyring(settings).retire(args.kid, SystemClock().now())
+    _audit(settings, "signing_key.retire", key.kid, {})
     out(args, {"kid": key.kid, "retired_at": key.retired_at},
          f"key {key.kid} no longer signs; it stays published until its tokens have expired")
     return 0

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from authserver import events, hashing
+from authserver import audit, events, hashing
 from authserver.clients.records import (
     AUTH_METHODS,
     SECRET_METHODS,
@@ -98,6 +98,7 @@ def client_row(session: Session, client_id: str) -> Client:
 def create_client(
     session: Session, catalog: ScopeCatalog, spec: ClientSpec, now: float, *,
     client_id: str | None = None, secret: str | None = None,
+    actor: audit.Actor = audit.SYSTEM,
 ) -> tuple[ClientRecord, str | None]:
     """Create a client; returns it and its secret (shown once; None when the method needs
     none). Registration passes its own `client_id` and (derived) `secret`."""
@@ -123,6 +124,9 @@ def create_client(
     session.add(row)
     events.record(session, "client.created", row.client_id, now, row.org_id,
                   {"origin": spec.origin})
+    audit.record(session, actor, "client.create", row.client_id, now, org_id=row.org_id,
+                 details={"name": name, "scopes": list(scopes), "origin": spec.origin,
+                          "auth_method": spec.auth_method})
     session.flush()
     return ClientRecord.from_row(row), secret
 
@@ -152,7 +156,8 @@ def list_clients(
 
 
 def update_client(
-    session: Session, catalog: ScopeCatalog, client_id: str, change: ClientUpdate, now: float
+    session: Session, catalog: ScopeCatalog, client_id: str, change: ClientUpdate, now: float,
+    actor: audit.Actor = audit.SYSTEM,
 ) -> ClientRecord:
     """Change a client. Narrowing what tokens may do (scopes, IP allowlist, resources) also
     cuts off every token issued before now."""
@@ -184,10 +189,16 @@ def update_client(
         row.tokens_valid_after = cutoff(now)
     events.record(session, "client.updated", client_id, now, row.org_id,
                   {"fields": changed, "tokens_valid_after": row.tokens_valid_after})
+    audit.record(session, actor, "client.update", client_id, now, org_id=row.org_id,
+                 details={"fields": changed, "scopes": row.scopes, "ip_allow": row.ip_allow,
+                          "resources": row.resources})
     return ClientRecord.from_row(row)
 
 
-def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -> ClientRecord:
+def set_disabled(
+    session: Session, client_id: str, disabled: bool, now: float,
+    actor: audit.Actor = audit.SYSTEM,
+) -> ClientRecord:
     """Disable (cutting off its tokens) or re-enable a client; a repeat is a no-op."""
     row = client_row(session, client_id)
     status = "disabled" if disabled else "active"
@@ -199,17 +210,25 @@ def set_disabled(session: Session, client_id: str, disabled: bool, now: float) -
         row.tokens_valid_after = cutoff(now)
     events.record(session, "client.disabled" if disabled else "client.enabled", client_id, now,
                   row.org_id, {"tokens_valid_after": row.tokens_valid_after})
+    audit.record(session, actor, "client.disable" if disabled else "client.enable", client_id,
+                 now, org_id=row.org_id)
     return ClientRecord.from_row(row)
 
 
-def delete_client(session: Session, client_id: str, now: float) -> None:
+def delete_client(
+    session: Session, client_id: str, now: float, actor: audit.Actor = audit.SYSTEM,
+) -> None:
     row = client_row(session, client_id)
     events.record(session, "client.deleted", client_id, now, row.org_id,
                   {"tokens_valid_after": cutoff(now)})
+    audit.record(session, actor, "client.delete", client_id, now, org_id=row.org_id,
+                 details={"name": row.name, "origin": row.origin})
     session.delete(row)
 
 
-def rotate_secret(session: Session, client_id: str, now: float) -> str:
+def rotate_secret(
+    session: Session, client_id: str, now: float, actor: audit.Actor = audit.SYSTEM,
+) -> str:
     """A new secret (shown once); the old one stops working at once. Tokens live on."""
     row = client_row(session, client_id)
     if row.auth_method not in SECRET_METHODS:
@@ -218,4 +237,5 @@ def rotate_secret(session: Session, client_id: str, now: float) -> str:
     row.secret_digest = hashing.digest(secret)
     row.updated_at = now
     events.record(session, "client.secret_rotated", client_id, now, row.org_id)
+    audit.record(session, actor, "client.rotate_secret", client_id, now, org_id=row.org_id)
     return secret

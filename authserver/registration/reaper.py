@@ -11,7 +11,7 @@ from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from authserver import events
+from authserver import audit, events
 from authserver.clients.admin import cutoff
 from authserver.config import RegistrationSettings
 from authserver.storage.models import Client
@@ -60,5 +60,6 @@ def reap(
         if result.rowcount == 1:  # type: ignore[attr-defined]
             events.record(session, "client.deleted", client_id, now, org_id,
                           {"tokens_valid_after": cutoff(now), "reason": "reaped"})
+            audit.record(session, audit.SYSTEM, "client.reap", client_id, now, org_id=org_id)
             count += 1
     return count

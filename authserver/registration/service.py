@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from authserver import events, hashing
+from authserver import audit, events, hashing
 from authserver.clients.admin import ClientSpec, client_row, create_client, cutoff, delete_client
 from authserver.clients.records import SECRET_METHODS
 from authserver.clock import Clock
@@ -162,8 +162,10 @@ class Registrar:
             jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
             grant_types=metadata.grant_types, origin="dcr",
         )
+        actor = audit.Actor(f"initial_access_token:{token_row.id}" if token_row else "anonymous",
+                            origin.source_address)
         _, secret_or_none = create_client(session, self.catalog, spec, now,
-                                          client_id=client_id, secret=secret)
+                                          client_id=client_id, secret=secret, actor=actor)
         token = self._derived_token(client_id)
         session.add(ClientRegistration(
             client_id=client_id, via="initial_access_token" if token_row else "open",
@@ -281,6 +283,9 @@ class Registrar:
         events.record(session, "client.updated", row.client_id, now, row.org_id,
                       {"fields": changed, "tokens_valid_after": row.tokens_valid_after,
                        "origin": "dcr"})
+        audit.record(session, audit.Actor(f"client:{row.client_id}"), "client.update",
+                     row.client_id, now, org_id=row.org_id,
+                     details={"fields": changed, "via": "rfc7592"})
         return secret
 
     @_store_failures_are_503
@@ -288,7 +293,8 @@ class Registrar:
         """RFC 7592 §2.3: the client stops working at once and its tokens are cut off."""
         with self.db.session(write=True) as session:
             row, _, _ = self._authorize(session, client_id, token)
-            delete_client(session, row.client_id, self.clock.now())
+            delete_client(session, row.client_id, self.clock.now(),
+                          audit.Actor(f"client:{row.client_id}"))
 
     # -- responses ----------------------------------------------------------------------------
 
