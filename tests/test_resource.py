@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from joserfc import jws
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -178,3 +179,23 @@ async def test_fails_closed_when_the_feed_is_stale(stack: Any) -> None:
     lenient._keys_expire = time.time() + 60
     assert (await lenient.verify(token)).client_id == owner[0]
     await lenient.aclose()
+
+
+async def test_malformed_and_tampered_tokens(stack: Any) -> None:
+    """Each refusal has its own reason; nothing that is not our signed JSON object passes."""
+    live, verifier, _, owner = stack
+    token = await get_token(live, owner)
+    header, payload, signature = token.split(".")
+    signer = live.runtime.keyring.snapshot(live.runtime.clock.now()).signer
+    assert signer is not None
+    array = jws.serialize_compact({"alg": signer.alg, "typ": "at+jwt", "kid": signer.kid},
+                                  b"[1, 2]", signer.key)
+    cases = {
+        "not a JWS": "not-a-token",
+        "signature does not verify": f"{header}.{payload[:-2]}AA.{signature}",
+        "typ is not at\\+jwt": signer.sign({"iss": live.url}, "JWT"),
+        "payload is not a JSON object": array,
+    }
+    for reason, bad in cases.items():
+        with pytest.raises(TokenError, match=reason):
+            await verifier.verify(bad)
