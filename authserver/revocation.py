@@ -16,7 +16,7 @@ from sqlalchemy import Table, delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from authserver import events
+from authserver import audit, events
 from authserver.clients import ClientDirectory
 from authserver.clients.records import ClientRecord
 from authserver.clock import Clock
@@ -27,7 +27,10 @@ from authserver.storage.models import RevokedToken
 from authserver.tokens import verify_access_token
 
 
-def deny_token(session: Session, jti: str, client_id: str, exp: float, now: float) -> bool:
+def deny_token(
+    session: Session, jti: str, client_id: str, exp: float, now: float,
+    actor: audit.Actor = audit.SYSTEM,
+) -> bool:
     """Put a token on the deny-list until `exp`; False (and no event) when it already is, also
     when a concurrent revocation of the same token got there first."""
     values = {"jti": jti, "client_id": client_id, "exp": exp, "revoked_at": now}
@@ -35,6 +38,8 @@ def deny_token(session: Session, jti: str, client_id: str, exp: float, now: floa
         return False
     events.record(session, "token.revoked", client_id, now, None,
                   {"jti": jti, "client_id": client_id, "exp": exp})
+    audit.record(session, actor, "token.revoke", jti, now,
+                 details={"client_id": client_id, "exp": exp})
     return True
 
 

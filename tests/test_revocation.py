@@ -13,7 +13,7 @@ from authserver import clients
 from authserver.clock import FakeClock
 from authserver.revocation import deny_token
 from authserver.storage.db import Database
-from authserver.storage.models import Event, RevokedToken
+from authserver.storage.models import AuditEntry, Event, RevokedToken
 from tests import factories
 from tests.conftest import AppHarness, make_settings, running_app
 
@@ -123,6 +123,11 @@ async def test_revocation_kills_one_token(harness: AppHarness, pair: Any) -> Non
         revoked = session.scalars(select(Event).where(Event.type == "token.revoked")).all()
         assert len(revoked) == 1
         assert revoked[0].data["jti"] == rows[0].jti
+        (entry,) = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "token.revoke")).all()  # in the same transaction, once
+        assert (entry.actor, entry.target, entry.source) == (
+            f"client:{owner[0]}", live["jti"], "127.0.0.1")
+        assert token not in str(entry.details)
 
 
 async def test_revocation_answers(harness: AppHarness, pair: Any) -> None:

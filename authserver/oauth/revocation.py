@@ -8,6 +8,7 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 
+from authserver import audit
 from authserver.clock import Clock
 from authserver.errors import InvalidRequest, TemporarilyUnavailable, UnauthorizedClient
 from authserver.oauth.token import TokenService
@@ -47,15 +48,16 @@ class RevocationService:
             raise UnauthorizedClient("A client may revoke only tokens issued to it")
         jti, exp = str(claims["jti"]), float(claims["exp"])
         try:
-            await anyio.to_thread.run_sync(self._deny, jti, client.client_id, exp)
+            await anyio.to_thread.run_sync(self._deny, jti, client.client_id, exp, client_ip)
         except SQLAlchemyError as exc:
             raise TemporarilyUnavailable("The revocation could not be stored; retry",
                                          detail=type(exc).__name__) from exc
         self.denied.add(jti, exp)  # this instance at once; the others through the event log
 
-    def _deny(self, jti: str, client_id: str, exp: float) -> None:
+    def _deny(self, jti: str, client_id: str, exp: float, client_ip: str | None) -> None:
         with self.db.session(write=True) as session:
-            deny_token(session, jti, client_id, exp, self.clock.now())
+            deny_token(session, jti, client_id, exp, self.clock.now(),
+                       audit.Actor(f"client:{client_id}", client_ip))
 
     async def introspect(
         self, params: Mapping[str, str], authorization: str | None, client_ip: str | None
