@@ -31,6 +31,7 @@ from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.usage import UsageCounters, record_usage
+from authserver.web.admin_api import AdminDeps
 from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.app import build_app
 from authserver.web.credentials import install_log_redaction
@@ -272,16 +273,16 @@ def create_app(
         await rt.limits.store.aclose()
         rt.db.dispose()
 
+    admin = AdminDeps(settings, rt.db, rt.catalog, rt.api_keys, rt.revocation.inspector,
+                      rt.clock, rt.limits, rt.cache, rt.keyring)
     app = build_app(
         wellknown=WellKnown(settings, rt.catalog, rt.keyring, rt.clock),
         oauth=OAuthEndpoints(settings, rt.tokens, rt.revocation),
         feed=FeedEndpoint(settings, rt.feed),
         registration=None if settings.registration.policy == "closed"
         else RegistrationEndpoints(settings, rt.registrar, rt.cache, rt.limits),
-        api_keys=ApiKeyEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock, rt.limits,
-                                 rt.cache),
-        orgs=OrganizationEndpoints(settings, rt.db, rt.catalog, rt.api_keys, rt.clock,
-                                   rt.limits, rt.cache),
+        api_keys=ApiKeyEndpoints(admin),
+        orgs=OrganizationEndpoints(admin),
         forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
                                  rt.counters, rt.clock),
         lifespan=lifespan,

@@ -14,6 +14,7 @@ from authserver import apikeys, audit, organizations
 from authserver.apikeys.format import parse_key
 from authserver.clock import FakeClock
 from authserver.storage.models import AuditEntry, Event
+from tests import factories
 from tests.conftest import AppHarness, make_settings, running_app
 
 pytestmark = pytest.mark.anyio
@@ -325,3 +326,33 @@ async def test_admin_changes_apply_at_once_on_this_instance(tmp_path: Path) -> N
         assert (await h.http.get(me, headers={"x-api-key": key})).status_code == 200
         assert (await h.http.post(f"{KEYS}/{key_id}/revoke", headers=auth)).status_code == 200
         assert (await h.http.get(me, headers={"x-api-key": key})).status_code == 401
+
+
+async def test_an_access_token_with_admin_scopes_is_an_admin_caller(harness: AppHarness) -> None:
+    h = harness
+    org = new_org(h)
+    in_org, _ = new_key(h, org, "invoices.read")
+    elsewhere, _ = new_key(h, "org_default", "invoices.read")
+    reader, secret = factories.create_client(h.runtime, scopes=["api-keys.read"], org_id=org)
+    other, other_secret = factories.create_client(h.runtime, scopes=["invoices.read"])
+    assert secret and other_secret
+
+    async def token(client_id: str, client_secret: str) -> str:
+        answer = await h.http.post("/token", data={"grant_type": "client_credentials"},
+                                   headers=factories.basic_auth(client_id, client_secret))
+        return str(factories.remember(answer.json()["access_token"]))
+
+    bearer = {"authorization": f"Bearer {await token(reader.client_id, secret)}"}
+    listed = await h.http.get(KEYS, headers=bearer)
+    assert listed.status_code == 200, listed.text
+    assert [k["id"] for k in listed.json()["data"]] == [in_org]  # its organisation only
+    assert_envelope(await h.http.get(f"{KEYS}/{elsewhere}", headers=bearer), 404, "not_found")
+    assert_envelope(await h.http.post(KEYS, json={"name": "x", "permissions": ["invoices.read"]},
+                                      headers=bearer), 403, "insufficient_permissions")
+    assert_envelope(await h.http.get("/api/v1/api-key", headers=bearer), 401, "invalid_api_key")
+    weak = {"authorization": f"Bearer {await token(other.client_id, other_secret)}"}
+    assert_envelope(await h.http.get(KEYS, headers=weak), 403, "insufficient_permissions")
+    forged = {"authorization": bearer["authorization"][:-3] + "AAA"}
+    refused = await h.http.get(KEYS, headers=forged)
+    assert_envelope(refused, 401, "invalid_token")
+    assert refused.headers["www-authenticate"].startswith("Bearer ")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -32,16 +33,25 @@ from authserver.errors import (
     InvalidRequest,
     NotFound,
     OAuthError,
+    TemporarilyUnavailable,
     insufficient_permissions,
     invalid_body,
     not_found,
+    unauthenticated,
     unavailable,
 )
+from authserver.keyring import Keyring
 from authserver.ratelimit import Limits
+from authserver.revocation import TokenInspector
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.storage.models import DEFAULT_ORG_ID
-from authserver.web.credentials import QUERY_WARNING, note_query_key, presented_api_key
+from authserver.web.credentials import (
+    API_KEY_HEADER,
+    QUERY_WARNING,
+    note_query_key,
+    presented_api_key,
+)
 from authserver.web.errors import NO_STORE, request_id
 from authserver.web.limiting import enforce
 from authserver.web.middleware import client_address
@@ -65,29 +75,57 @@ def covers(held: tuple[str, ...], wanted: str) -> bool:
     return apikeys.grants(held, resource, action)
 
 
+@dataclass(frozen=True)
 class Caller:
-    """The authenticated key behind a request, and what it may see."""
+    """Who is calling (an API key, or a client's access token), and what it may see: its
+    permissions (a token's scopes) and its organisation."""
 
-    def __init__(self, key: ApiKeyRecord, actor: audit.Actor) -> None:
-        self.key = key
-        self.actor = actor
+    permissions: tuple[str, ...]
+    org_id: str
+    actor: audit.Actor
+    key: ApiKeyRecord | None = None
 
     @property
     def operator(self) -> bool:
-        return self.key.org_id == OPERATOR_ORG
+        return self.org_id == OPERATOR_ORG
 
     def need(self, resource: str, action: str) -> None:
-        if not apikeys.grants(self.key.permissions, resource, action):
+        if not apikeys.grants(self.permissions, resource, action):
             raise insufficient_permissions(f"{resource}.{action}")
 
     def org_filter(self) -> str | None:
-        """None (all organisations) for the operator, else the key's own."""
-        return None if self.operator else self.key.org_id
+        """None (all organisations) for the operator, else the caller's own."""
+        return None if self.operator else self.org_id
+
+    def in_scope(self, org_id: str | None) -> None:
+        """404 for an organisation the caller may not see (its existence is not revealed)."""
+        if self.org_filter() not in (None, org_id):
+            raise not_found(f"no organisation {org_id}", "organization_not_found")
 
     def may_grant(self, permissions: tuple[str, ...]) -> None:
         for permission in permissions:
-            if not covers(self.key.permissions, permission):
+            if not covers(self.permissions, permission):
                 raise insufficient_permissions(permission)
+
+
+@dataclass(frozen=True)
+class AdminDeps:
+    """What the admin API's endpoints work with."""
+
+    settings: Settings
+    db: Database
+    catalog: ScopeCatalog
+    api_keys: apikeys.ApiKeyAuthenticator
+    inspector: TokenInspector
+    clock: Clock
+    limits: Limits
+    client_cache: ClientCache
+    keyring: Keyring
+
+
+def _bearer(request: Request) -> str:
+    kind, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if kind.lower() == "bearer" else ""
 
 
 def body_strs(body: Mapping[str, Any], name: str) -> tuple[str, ...] | None:
@@ -137,20 +175,18 @@ def json_response(body: object, status: int = 200, headers: Mapping[str, str] = 
     return Response(orjson.dumps(body), status, dict(headers), "application/json")
 
 class AdminApi:
-    def __init__(
-        self, settings: Settings, db: Database, catalog: ScopeCatalog,
-        authenticator: apikeys.ApiKeyAuthenticator, clock: Clock, limits: Limits,
-        client_cache: ClientCache,
-    ) -> None:
-        self.limits = limits
+    def __init__(self, deps: AdminDeps) -> None:
+        settings = deps.settings
+        self.deps = deps
+        self.limits = deps.limits
         # This instance drops changed records at once; the others follow the event log.
-        self.key_cache = authenticator.keys.cache
-        self.client_cache = client_cache
+        self.key_cache = deps.api_keys.keys.cache
+        self.client_cache = deps.client_cache
         self.settings = settings
-        self.db = db
-        self.catalog = catalog
-        self.authenticator = authenticator
-        self.clock = clock
+        self.db = deps.db
+        self.catalog = deps.catalog
+        self.authenticator = deps.api_keys
+        self.clock = deps.clock
         self.prefix = settings.api_keys.prefix
         self.max_body = settings.server.max_body_bytes
         self.trusted = [ipaddress.ip_network(c, strict=False)
@@ -159,17 +195,39 @@ class AdminApi:
     # -- plumbing -------------------------------------------------------------------------
 
     async def caller(self, request: Request) -> Caller:
+        """An API key (`x-api-key`), or an access token of this server (`Authorization:
+        Bearer`) whose scopes serve as permissions; each call counts against its limits."""
+        address = client_address(request.scope, self.trusted)
+        bearer = _bearer(request)
+        if bearer and request.headers.get(API_KEY_HEADER) is None \
+                and not apikeys.looks_like_key(bearer, self.prefix):
+            return await self._token_caller(request, bearer, address)
         key, in_query = presented_api_key(request, self.prefix,
                                           self.settings.api_keys.allow_query_parameter)
-        address = client_address(request.scope, self.trusted)
         record = await self.authenticator.authenticate(key, address)
         await enforce(self.limits, await self.limits.api_key.check(
             record.id, self.limits.key_items(record.rate_limits)), record.org_id)
         if in_query:
             request.state.deprecated_query_key = True
             note_query_key(record.id, address)
-        return Caller(record, audit.Actor(f"api_key:{record.id}", address, request_id(request),
-                                          record.org_id))
+        return Caller(record.permissions, record.org_id,
+                      audit.Actor(f"api_key:{record.id}", address, request_id(request),
+                                  record.org_id), record)
+
+    async def _token_caller(self, request: Request, token: str, address: str | None
+                            ) -> Caller:
+        try:
+            claims = await self.deps.inspector.active(token)
+        except TemporarilyUnavailable as exc:
+            raise unavailable(exc.description) from exc
+        if claims is None:
+            raise unauthenticated("invalid_token",
+                                  "The access token is invalid, expired or revoked",
+                                  challenge='Bearer realm="authserver", error="invalid_token"')
+        client_id, org_id = str(claims["client_id"]), str(claims.get("org_id", ""))
+        await enforce(self.limits, await self.limits.client.check(client_id), org_id)
+        return Caller(tuple(str(claims.get("scope", "")).split()), org_id,
+                      audit.Actor(f"client:{client_id}", address, request_id(request), org_id))
 
     async def body(self, request: Request, optional: bool = False) -> dict[str, Any]:
         """The JSON object sent; with `optional`, a request without a body (no Content-Type,

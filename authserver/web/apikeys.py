@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from authserver import apikeys
 from authserver.apikeys import ApiKeyRecord
-from authserver.errors import invalid_body, not_found
+from authserver.errors import invalid_api_key, invalid_body
 from authserver.web.admin_api import (
     AdminApi,
     body_expiry,
@@ -26,6 +26,9 @@ class ApiKeyEndpoints(AdminApi):
     async def self_inspection(self, request: Request) -> Response:
         caller = await self.caller(request)
         key = caller.key
+        if key is None:
+            raise invalid_api_key("This endpoint describes the API key that calls it; send "
+                                  "one in x-api-key", "missing")
         return self.respond(request, {
             "id": key.id, "name": key.name, "org_id": key.org_id,
             "environment": key.environment, "permissions": list(key.permissions),
@@ -38,8 +41,7 @@ class ApiKeyEndpoints(AdminApi):
         caller = await self.caller(request)
         caller.need("api-keys", "read")
         org = request.query_params.get("org_id") or caller.org_filter()
-        if caller.org_filter() not in (None, org):
-            raise not_found(f"no organisation {org}", "organization_not_found")
+        caller.in_scope(org)
         revoked = request.query_params.get("include_revoked") in ("1", "true")
         now = self.now()
         keys = await self.read(lambda s: apikeys.list_keys(s, org, include_revoked=revoked))
@@ -52,9 +54,8 @@ class ApiKeyEndpoints(AdminApi):
         now = self.now()
         permissions = body_strs(body, "permissions") or ()
         caller.may_grant(permissions)
-        org_id = body_str(body, "org_id") or caller.key.org_id
-        if caller.org_filter() not in (None, org_id):
-            raise not_found(f"no organisation {org_id}", "organization_not_found")
+        org_id = body_str(body, "org_id") or caller.org_id
+        caller.in_scope(org_id)
         environment = body_str(body, "environment") or "live"
         if environment not in apikeys.ENVIRONMENTS:
             raise invalid_body("environment: live or test")

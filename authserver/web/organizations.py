@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver import organizations
-from authserver.errors import insufficient_permissions, invalid_body, not_found
+from authserver.errors import insufficient_permissions, invalid_body
 from authserver.usage import usage_report
 from authserver.web.admin_api import OPERATOR_ORG, AdminApi, Caller, body_str
 
@@ -76,8 +76,7 @@ class OrganizationEndpoints(AdminApi):
 
     def _org_in_scope(self, caller: Caller, request: Request) -> str:
         org_id = str(request.path_params["org_id"])
-        if caller.org_filter() not in (None, org_id):
-            raise not_found(f"no organisation {org_id}", "organization_not_found")
+        caller.in_scope(org_id)
         return org_id
 
     async def usage(self, request: Request) -> Response:
@@ -87,8 +86,7 @@ class OrganizationEndpoints(AdminApi):
         caller.need("usage", "read")
         query = request.query_params
         org_id = query.get("org_id") or caller.org_filter()
-        if caller.org_filter() not in (None, org_id):
-            raise not_found(f"no organisation {org_id}", "organization_not_found")
+        caller.in_scope(org_id)
         for name in ("since", "until"):
             value = query.get(name)
             if value is not None and not _DAY.match(value):
