@@ -34,6 +34,7 @@ from authserver.usage import UsageCounters, record_usage
 from authserver.web.admin_api import AdminDeps
 from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.app import build_app
+from authserver.web.clients_admin import ClientEndpoints
 from authserver.web.credentials import install_log_redaction
 from authserver.web.feed import FeedEndpoint
 from authserver.web.forward_auth import ForwardAuth
@@ -283,6 +284,7 @@ def create_app(
         else RegistrationEndpoints(settings, rt.registrar, rt.cache, rt.limits),
         api_keys=ApiKeyEndpoints(admin),
         orgs=OrganizationEndpoints(admin),
+        admin_clients=ClientEndpoints(admin),
         forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
                                  rt.counters, rt.clock),
         lifespan=lifespan,

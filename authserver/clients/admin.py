@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from authserver import audit, events, hashing
@@ -145,13 +145,24 @@ def get_client(session: Session, client_id: str) -> ClientRecord:
 
 
 def list_clients(
-    session: Session, org_id: str | None = None, origin: str | None = None
+    session: Session, org_id: str | None = None, origin: str | None = None, *,
+    status: str | None = None, name_contains: str | None = None,
+    after: tuple[float, str] | None = None, limit: int | None = None,
 ) -> list[ClientRecord]:
+    """Oldest first; `after` (created_at, client_id) and `limit` page through (keyset)."""
     query = select(Client).order_by(Client.created_at, Client.client_id)
     if org_id is not None:
         query = query.where(Client.org_id == org_id)
     if origin is not None:
         query = query.where(Client.origin == origin)
+    if status is not None:
+        query = query.where(Client.status == status)
+    if name_contains:
+        query = query.where(Client.name.contains(name_contains, autoescape=True))
+    if after is not None:
+        query = query.where(tuple_(Client.created_at, Client.client_id) > after)
+    if limit is not None:
+        query = query.limit(limit)
     return [ClientRecord.from_row(row) for row in session.scalars(query)]
 
 

@@ -9,6 +9,7 @@ can grant only permissions it holds itself. Each call counts against the key's r
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -126,6 +127,45 @@ class AdminDeps:
 def _bearer(request: Request) -> str:
     kind, _, value = request.headers.get("authorization", "").partition(" ")
     return value.strip() if kind.lower() == "bearer" else ""
+
+
+MAX_PAGE = 500
+
+
+def page_size(request: Request, default: int = 100) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+        raise invalid_body(f"limit: 1 to {MAX_PAGE}")
+    return int(raw)
+
+
+def encode_cursor(*parts: object) -> str:
+    """An opaque position in a listing (the last item's sort key)."""
+    return base64.urlsafe_b64encode(orjson.dumps(list(parts))).decode().rstrip("=")
+
+
+def decode_cursor(request: Request, shape: tuple[type, ...]) -> tuple[Any, ...] | None:
+    raw = request.query_params.get("cursor")
+    if raw is None:
+        return None
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise invalid_body("cursor: not a cursor this API gave out") from exc
+    if not isinstance(parts, list) or len(parts) != len(shape) or not all(
+            isinstance(p, t) and not isinstance(p, bool) for p, t in zip(parts, shape,
+                                                                          strict=True)):
+        raise invalid_body("cursor: not a cursor this API gave out")
+    return tuple(parts)
+
+
+def page(items: list[Any], limit: int, key: Callable[[Any], tuple[object, ...]],
+         render: Callable[[Any], object]) -> dict[str, object]:
+    """`{"data": [...], "next_cursor": ...}`: the cursor is set when a full page came back."""
+    return {"data": [render(i) for i in items],
+            "next_cursor": encode_cursor(*key(items[-1])) if len(items) == limit else None}
 
 
 def body_strs(body: Mapping[str, Any], name: str) -> tuple[str, ...] | None:

@@ -13,6 +13,7 @@ from starlette.routing import Route
 from authserver.errors import ApiError, OAuthError
 from authserver.web.admin_api import API_PREFIX
 from authserver.web.apikeys import ApiKeyEndpoints
+from authserver.web.clients_admin import ClientEndpoints
 from authserver.web.errors import (
     handle_api_error,
     handle_http_exception,
@@ -34,6 +35,7 @@ def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints,
     registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
     api_keys: ApiKeyEndpoints | None = None, orgs: OrganizationEndpoints | None = None,
+    admin_clients: ClientEndpoints | None = None,
     forward_auth: ForwardAuth | None = None,
     lifespan: Lifespan | None = None,
 ) -> Starlette:
@@ -79,6 +81,19 @@ def build_app(
             Route(API_PREFIX + "/organizations/{org_id}", orgs.show_org, methods=["GET"]),
             Route(API_PREFIX + "/organizations/{org_id}", orgs.update_org, methods=["PATCH"]),
             Route(API_PREFIX + "/usage", orgs.usage, methods=["GET"]),
+        ]
+    if admin_clients is not None:
+        c = admin_clients
+        routes += [
+            Route(API_PREFIX + "/clients", c.list_clients, methods=["GET"]),
+            Route(API_PREFIX + "/clients", c.create_client, methods=["POST"]),
+            Route(API_PREFIX + "/clients/{client_id}", c.show_client, methods=["GET"]),
+            Route(API_PREFIX + "/clients/{client_id}", c.update_client, methods=["PATCH"]),
+            Route(API_PREFIX + "/clients/{client_id}", c.delete_client, methods=["DELETE"]),
+            Route(API_PREFIX + "/clients/{client_id}/disable", c.set_disabled, methods=["POST"]),
+            Route(API_PREFIX + "/clients/{client_id}/enable", c.set_disabled, methods=["POST"]),
+            Route(API_PREFIX + "/clients/{client_id}/rotate-secret", c.rotate_secret,
+                  methods=["POST"]),
         ]
     if forward_auth is not None:
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
