@@ -32,6 +32,7 @@ from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.usage import UsageCounters, record_usage
 from authserver.web.admin_api import AdminDeps
+from authserver.web.admin_ops import OperatorEndpoints
 from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.app import build_app
 from authserver.web.clients_admin import ClientEndpoints
@@ -285,6 +286,7 @@ def create_app(
         api_keys=ApiKeyEndpoints(admin),
         orgs=OrganizationEndpoints(admin),
         admin_clients=ClientEndpoints(admin),
+        operator=OperatorEndpoints(admin),
         forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
                                  rt.counters, rt.clock),
         lifespan=lifespan,

@@ -7,7 +7,7 @@ from typing import Any
 
 from authserver import registration
 from authserver.cli.clients import scope_list
-from authserver.cli.common import command, database, out, parse_seconds, show_time
+from authserver.cli.common import cli_actor, command, database, out, parse_seconds, show_time
 from authserver.clock import SystemClock
 from authserver.config import Settings
 from authserver.scopes import ScopeCatalog
@@ -20,6 +20,7 @@ def cmd_tokens_create(args: argparse.Namespace, settings: Settings) -> int:
             session, ScopeCatalog(settings), SystemClock().now(),
             scopes=scope_list(args.scope) or tuple(settings.registration.open_scopes),
             max_uses=args.max_uses, expires_in=expires_in, description=args.description or "",
+            actor=cli_actor(),
         )
     view = new.view
     out(args, {**view.public_dict(view.created_at), "token": new.token},
@@ -47,7 +48,8 @@ def cmd_tokens_list(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
     with database(settings).session(write=True) as session:
-        view = registration.revoke_access_token(session, args.id, SystemClock().now())
+        view = registration.revoke_access_token(session, args.id, SystemClock().now(),
+                                                cli_actor())
     out(args, view.public_dict(SystemClock().now()),
         f"initial access token {view.id} is revoked; clients it registered stay")
     return 0

@@ -11,7 +11,7 @@ from typing import Any, cast
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.orm import Session
 
-from authserver import hashing
+from authserver import audit, hashing
 from authserver.errors import Invalid, InvalidToken, NotFound
 from authserver.scopes import ScopeCatalog
 from authserver.storage.models import InitialAccessToken
@@ -60,6 +60,7 @@ class NewAccessToken:
 def create_access_token(
     session: Session, catalog: ScopeCatalog, now: float, *, scopes: Sequence[str] = (),
     max_uses: int | None = None, expires_in: float | None = None, description: str = "",
+    actor: audit.Actor = audit.SYSTEM,
 ) -> NewAccessToken:
     """A new initial access token; its plaintext exists only in the returned value."""
     if max_uses is not None and max_uses < 1:
@@ -77,6 +78,9 @@ def create_access_token(
         created_at=now,
     )
     session.add(row)
+    audit.record(session, actor, "registration_token.create", row.id, now,
+                 details={"scopes": row.scopes, "max_uses": max_uses,
+                          "expires_at": row.expires_at, "description": description})
     session.flush()
     return NewAccessToken(AccessTokenView.from_row(row), token)
 
@@ -86,7 +90,9 @@ def list_access_tokens(session: Session) -> list[AccessTokenView]:
     return [AccessTokenView.from_row(row) for row in rows]
 
 
-def revoke_access_token(session: Session, token_id: str, now: float) -> AccessTokenView:
+def revoke_access_token(
+    session: Session, token_id: str, now: float, actor: audit.Actor = audit.SYSTEM,
+) -> AccessTokenView:
     """Stops the token registering more clients; a repeat is a no-op. Clients it registered
     stay (delete them one by one if they must go)."""
     row = session.get(InitialAccessToken, token_id)
@@ -94,6 +100,7 @@ def revoke_access_token(session: Session, token_id: str, now: float) -> AccessTo
         raise NotFound(f"no initial access token {token_id}")
     if row.revoked_at is None:
         row.revoked_at = now
+        audit.record(session, actor, "registration_token.revoke", token_id, now)
     return AccessTokenView.from_row(row)
 
 

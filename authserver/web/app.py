@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from authserver.errors import ApiError, OAuthError
 from authserver.web.admin_api import API_PREFIX
+from authserver.web.admin_ops import OperatorEndpoints
 from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.clients_admin import ClientEndpoints
 from authserver.web.errors import (
@@ -35,7 +36,7 @@ def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints,
     registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
     api_keys: ApiKeyEndpoints | None = None, orgs: OrganizationEndpoints | None = None,
-    admin_clients: ClientEndpoints | None = None,
+    admin_clients: ClientEndpoints | None = None, operator: OperatorEndpoints | None = None,
     forward_auth: ForwardAuth | None = None,
     lifespan: Lifespan | None = None,
 ) -> Starlette:
@@ -94,6 +95,21 @@ def build_app(
             Route(API_PREFIX + "/clients/{client_id}/enable", c.set_disabled, methods=["POST"]),
             Route(API_PREFIX + "/clients/{client_id}/rotate-secret", c.rotate_secret,
                   methods=["POST"]),
+        ]
+    if operator is not None:
+        o = operator
+        routes += [
+            Route(API_PREFIX + "/registration-tokens", o.list_registration_tokens,
+                  methods=["GET"]),
+            Route(API_PREFIX + "/registration-tokens", o.create_registration_token,
+                  methods=["POST"]),
+            Route(API_PREFIX + "/registration-tokens/{token_id}/revoke",
+                  o.revoke_registration_token, methods=["POST"]),
+            Route(API_PREFIX + "/signing-keys", o.list_signing_keys, methods=["GET"]),
+            Route(API_PREFIX + "/signing-keys/rotate", o.rotate_signing_key, methods=["POST"]),
+            Route(API_PREFIX + "/signing-keys/{kid}/retire", o.retire_signing_key,
+                  methods=["POST"]),
+            Route(API_PREFIX + "/audit-events", o.audit_events, methods=["GET"]),
         ]
     if forward_auth is not None:
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
