@@ -1,5 +1,5 @@
 """The `authserver` command: serve, migrate, config, keys, clients, registration, orgs,
-api-keys, usage, audit."""
+api-keys, usage, audit, users, admin, init."""
 
 from __future__ import annotations
 
@@ -8,7 +8,17 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from authserver.cli import apikeys, audit, clients, keys, orgs, registration, server, usage
+from authserver.cli import (
+    apikeys,
+    audit,
+    clients,
+    keys,
+    orgs,
+    registration,
+    server,
+    usage,
+    users,
+)
 from authserver.cli.common import CliError, Handler
 from authserver.config import ConfigError, load_settings
 from authserver.errors import Conflict, Invalid, NotFound
@@ -21,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                                          "./authserver.toml, then built-in defaults)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (server, keys, clients, registration, orgs, apikeys, usage, audit):
+    for module in (server, keys, clients, registration, orgs, apikeys, usage, audit, users):
         module.add_commands(sub)
     return parser
 

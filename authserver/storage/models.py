@@ -195,3 +195,25 @@ class UsageCounter(Base):
     reads: Mapped[int] = mapped_column(Integer, default=0)
     writes: Mapped[int] = mapped_column(Integer, default=0)
     credits: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class User(Base):
+    """A person: an operator of the admin UI (role admin) or a user of the interactive flows
+    (role user). The password is kept as an argon2id hash only."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    # Failed logins in a row, and until when logins are refused (backoff).
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[float | None] = mapped_column(Float, default=None)
+    last_login_at: Mapped[float | None] = mapped_column(Float, default=None)
