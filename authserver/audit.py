@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy import ColumnElement, delete, insert, select
 from sqlalchemy.orm import Session
 
 from authserver.storage.models import AuditEntry
@@ -105,3 +105,46 @@ def purge(session: Session, older_than: float) -> int:
     """Drop entries past the retention period."""
     result = session.execute(delete(AuditEntry).where(AuditEntry.at < older_than))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class FailureLog:
+    """Authentication failures, kept in memory and written in batches: one database write per
+    failed request would let anyone with a bad password load the store. Bounded: past
+    `max_pending` entries, further ones are counted and reported as one entry."""
+
+    def __init__(self, max_pending: int = 10_000) -> None:
+        self.max_pending = max_pending
+        self._pending: list[dict[str, Any]] = []
+        self._dropped = 0
+
+    def note(self, action: str, target: str, at: float, source: str | None,
+             reason: str, org_id: str | None = None) -> None:
+        if len(self._pending) >= self.max_pending:
+            self._dropped += 1
+            return
+        self._pending.append({
+            "at": at, "actor": "anonymous", "action": action, "target": target[:200],
+            "org_id": org_id, "outcome": "failure", "source": source, "request_id": None,
+            "details": {"reason": reason}})
+
+    def take(self, now: float) -> list[dict[str, Any]]:
+        """Everything noted since the last call (written by `write`, or given back)."""
+        pending, self._pending = self._pending, []
+        dropped, self._dropped = self._dropped, 0
+        if dropped:
+            pending.append({"at": now, "actor": "system", "action": "audit.overflow",
+                            "target": "auth-failures", "org_id": None, "outcome": "failure",
+                            "source": None, "request_id": None,
+                            "details": {"dropped": dropped}})
+        return pending
+
+    def give_back(self, entries: list[dict[str, Any]]) -> None:
+        """A write failed: keep the entries (within the bound) for the next flush."""
+        room = max(0, self.max_pending - len(self._pending))
+        self._pending = entries[:room] + self._pending
+        self._dropped += max(0, len(entries) - room)
+
+
+def write_entries(session: Session, entries: list[dict[str, Any]]) -> None:
+    if entries:
+        session.execute(insert(AuditEntry), entries)

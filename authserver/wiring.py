@@ -76,6 +76,7 @@ class Runtime:
     api_keys: apikeys.ApiKeyAuthenticator
     limits: Limits
     counters: UsageCounters
+    failures: audit.FailureLog
     event_cursor: int = 0
     last_poll_ok: float = 0.0
     _seen_events: dict[int, float] = field(default_factory=dict)
@@ -126,13 +127,16 @@ class Runtime:
         """Write the last-use times noted since the previous flush (kept on failure)."""
         used = self.usage.take()
         counted, keys_used = self.counters.take()
+        failures = self.failures.take(self.clock.now())
         try:
             with self.db.session(write=True) as session:
                 record_last_used(session, used)
                 record_usage(session, counted, keys_used)
+                audit.write_entries(session, failures)
         except BaseException:
             self.usage.give_back(used)
             self.counters.give_back(counted, keys_used)
+            self.failures.give_back(failures)
             raise
 
     def reap_registrations(self) -> int:
@@ -173,9 +177,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     fetcher = JsonFetcher(settings.outbound, clock)
     authenticator = ClientAuthenticator(settings, clock, MemoryReplayCache(), fetcher)
     usage = UsageTracker()
+    failures = audit.FailureLog()
     limits = Limits(settings.rate_limits, CounterStore(settings.redis_url))
     tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
-                          catalog, usage, limits)
+                          catalog, usage, limits, failures)
     denied = DenyList()
     directory = tokens.clients
     inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied, db)
@@ -187,12 +192,13 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     registrar = registration.Registrar(
         settings, catalog, db, clock, hashing.load_or_create_key(keys_dir / REGISTRATION_KEY))
     api_key_cache = apikeys.ApiKeyCache()
-    api_keys = apikeys.ApiKeyAuthenticator(db, api_key_cache, settings.api_keys.prefix, clock)
+    api_keys = apikeys.ApiKeyAuthenticator(db, api_key_cache, settings.api_keys.prefix, clock,
+                                           failures)
     counters = UsageCounters(settings.rate_limits.read_credits,
                              settings.rate_limits.write_credits)
     return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
                    registrar, denied, revocation, notifier, feed, api_key_cache, api_keys,
-                   limits, counters)
+                   limits, counters, failures)
 
 
 def prepare_storage(db: Database) -> None:

@@ -356,3 +356,34 @@ async def test_an_access_token_with_admin_scopes_is_an_admin_caller(harness: App
     refused = await h.http.get(KEYS, headers=forged)
     assert_envelope(refused, 401, "invalid_token")
     assert refused.headers["www-authenticate"].startswith("Bearer ")
+
+
+async def test_authentication_failures_are_audited_in_batches(harness: AppHarness) -> None:
+    """Wrong client secrets and bad API keys are noted in memory and written by the periodic
+    flush (no database write per failed request); the entries never hold a secret."""
+    h = harness
+    record, secret = factories.create_client(h.runtime)
+    assert secret
+    wrong = secret[:-2] + ("AA" if not secret.endswith("AA") else "BB")
+    _, key = new_key(h, "org_default", "invoices.read")
+    unknown_id, bad_key = apikeys.new_key("as", "live")  # well-formed, never issued
+    assert (await h.http.post("/token", data={"grant_type": "client_credentials"},
+                              headers=factories.basic_auth(record.client_id, wrong))
+            ).status_code == 401
+    for presented in (bad_key, "as_live_short"):
+        assert (await h.http.get("/api/v1/api-key", headers={"x-api-key": presented})
+                ).status_code == 401
+    with h.runtime.db.session() as session:
+        assert session.scalars(select(AuditEntry).where(
+            AuditEntry.outcome == "failure")).all() == []  # nothing written per request
+    h.runtime.flush_usage()
+    with h.runtime.db.session() as session:
+        entries = session.scalars(select(AuditEntry).where(
+            AuditEntry.outcome == "failure").order_by(AuditEntry.id)).all()
+    assert [(e.action, e.target, e.details["reason"]) for e in entries] == [
+        ("client.authenticate", record.client_id, "wrong secret"),
+        ("api_key.authenticate", unknown_id, f"unknown {unknown_id}"),
+        ("api_key.authenticate", "malformed", "malformed")]
+    assert all(e.source == "127.0.0.1" for e in entries)
+    assert not any(s in str([(e.target, e.details) for e in entries])
+                   for s in (secret, wrong, key, bad_key))

@@ -3,9 +3,9 @@ digest in constant time, state, organisation and IP allowlist. Permissions are t
 
 from __future__ import annotations
 
-from authserver import hashing
+from authserver import audit, hashing
 from authserver.apikeys.admin import load_key
-from authserver.apikeys.format import parse_key
+from authserver.apikeys.format import ParsedKey, parse_key
 from authserver.apikeys.records import ApiKeyRecord
 from authserver.cache import CachedDirectory, VersionedCache
 from authserver.clock import Clock
@@ -32,15 +32,30 @@ class ApiKeyDirectory(CachedDirectory[ApiKeyRecord]):
 
 
 class ApiKeyAuthenticator:
-    def __init__(self, db: Database, cache: ApiKeyCache, prefix: str, clock: Clock) -> None:
+    def __init__(self, db: Database, cache: ApiKeyCache, prefix: str, clock: Clock,
+                 failures: audit.FailureLog | None = None) -> None:
         self.keys = ApiKeyDirectory(db, cache)
         self.prefix = prefix
         self.clock = clock
+        self.failures = failures or audit.FailureLog()
 
     async def authenticate(self, presented: str, client_ip: str | None) -> ApiKeyRecord:
         """The key's record, or an ApiError: 401 invalid/expired (with `details.reason` for an
-        IP allowlist mismatch or a disabled organisation), 503 when the store is down."""
+        IP allowlist mismatch or a disabled organisation), 503 when the store is down. Every
+        refusal is noted for the audit log (by key id, never the key)."""
         parsed = parse_key(presented, self.prefix)
+        try:
+            return await self._check(presented, parsed, client_ip)
+        except ApiError as exc:
+            if exc.status == 401:
+                self.failures.note("api_key.authenticate",
+                                   parsed.key_id if parsed else "malformed", self.clock.now(),
+                                   client_ip, exc.detail or str(exc.details.get("reason") or
+                                                                 exc.code))
+            raise
+
+    async def _check(self, presented: str, parsed: ParsedKey | None, client_ip: str | None
+                     ) -> ApiKeyRecord:
         if parsed is None:
             raise invalid_api_key(detail="malformed")
         try:

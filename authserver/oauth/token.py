@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from authserver import audit
 from authserver.clients import ClientDirectory, ClientRecord
 from authserver.clients.usage import UsageTracker
 from authserver.clock import Clock
@@ -49,7 +50,7 @@ class TokenService:
     def __init__(
         self, settings: Settings, clock: Clock, keyring: Keyring, clients: ClientDirectory,
         authenticator: ClientAuthenticator, catalog: ScopeCatalog, usage: UsageTracker,
-        limits: Limits,
+        limits: Limits, failures: audit.FailureLog,
     ) -> None:
         self.settings = settings
         self.issuer = settings.issuer
@@ -63,6 +64,7 @@ class TokenService:
         self.catalog = catalog
         self.usage = usage
         self.limits = limits
+        self.failures = failures
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
@@ -107,13 +109,19 @@ class TokenService:
         it (token, revocation, introspection), including the client's IP allowlist."""
         creds = extract_credentials(params, authorization)
         found = await self.clients.get(creds.client_id)
-        client = await self.authenticator.authenticate(creds, found)
-        if not client.ip_allowed(client_ip):
-            raise InvalidClient(
-                "Client authentication failed: this address is not on the client's allowlist",
-                detail=f"ip {client_ip} not allowed",
-                used_basic=creds.method == "client_secret_basic",
-            )
+        try:
+            client = await self.authenticator.authenticate(creds, found)
+            if not client.ip_allowed(client_ip):
+                raise InvalidClient(
+                    "Client authentication failed: this address is not on the client's "
+                    "allowlist", detail=f"ip {client_ip} not allowed",
+                    used_basic=creds.method == "client_secret_basic",
+                )
+        except InvalidClient as exc:
+            self.failures.note("client.authenticate", creds.client_id, self.clock.now(),
+                               client_ip, exc.detail or exc.description,
+                               found.org_id if found else None)
+            raise
         return client
 
     def _audience(
