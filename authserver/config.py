@@ -222,6 +222,13 @@ class ApiKeySettings(_Section):
     )
 
 
+class AdminUiSettings(_Section):
+    session_lifetime: int = Field(
+        28800, ge=300, le=30 * 86400,
+        description="Seconds a sign-in to the admin UI lasts.",
+    )
+
+
 class AuditSettings(_Section):
     retention_days: int = Field(
         365, ge=1, le=36500, description="Days the audit log keeps an entry (purged hourly)."
@@ -306,6 +313,7 @@ class Settings(_Section):
     rate_limits: RateLimitSettings = Field(default_factory=RateLimitSettings)
     forward_auth: ForwardAuthSettings = Field(default_factory=ForwardAuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    admin_ui: AdminUiSettings = Field(default_factory=AdminUiSettings)
     redis_url: str = Field(
         "", description="Redis for shared rate-limit counters (AUTHSERVER_REDIS_URL); empty: "
         "counters in process memory.",

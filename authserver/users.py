@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from authserver import audit
+from authserver import audit, hashing
 from authserver.errors import Conflict, Invalid, NotFound
-from authserver.storage.models import DEFAULT_ORG_ID, Organization, User
+from authserver.storage.models import DEFAULT_ORG_ID, Organization, User, WebSession
 
 Role = Literal["admin", "user"]
 ROLES: tuple[Role, ...] = ("admin", "user")
@@ -157,3 +157,45 @@ def _hasher_verify(hashed: str, password: str) -> bool:
         return _hasher.verify(hashed, password[:MAX_PASSWORD])
     except (VerificationError, InvalidHashError):
         return False
+
+
+SESSION_TOKEN_PREFIX = "ass_"
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    user: UserRecord
+    csrf_token: str = field(repr=False)
+    expires_at: float = 0.0
+
+
+def start_session(session: Session, user: UserRecord, now: float, lifetime: float,
+                  source: str | None = None) -> tuple[str, SignedIn]:
+    """A new browser session: (the cookie value, shown to the browser only, and the state)."""
+    token = SESSION_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    session.add(WebSession(id=hashing.digest(token), user_id=user.id, csrf_token=csrf,
+                           created_at=now, expires_at=now + lifetime, source=source))
+    return token, SignedIn(user, csrf, now + lifetime)
+
+
+def resume_session(session: Session, token: str, now: float) -> SignedIn | None:
+    """The session behind a cookie value, while it and its user are active."""
+    if not token.startswith(SESSION_TOKEN_PREFIX) or len(token) > 100:
+        return None
+    row = session.get(WebSession, hashing.digest(token))
+    if row is None or row.expires_at <= now:
+        return None
+    user = session.get(User, row.user_id)
+    if user is None or user.status != "active":
+        return None
+    return SignedIn(UserRecord.from_row(user), row.csrf_token, row.expires_at)
+
+
+def end_session(session: Session, token: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.id == hashing.digest(token)))
+
+
+def purge_sessions(session: Session, now: float) -> int:
+    result = session.execute(delete(WebSession).where(WebSession.expires_at <= now))
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
-from authserver import apikeys, audit, events, hashing, registration
+from authserver import apikeys, audit, events, hashing, registration, users
 from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
@@ -33,6 +33,8 @@ from authserver.storage.db import Database
 from authserver.usage import UsageCounters, record_usage
 from authserver.web.admin_api import AdminDeps
 from authserver.web.admin_ops import OperatorEndpoints
+from authserver.web.admin_ui import AdminUi
+from authserver.web.admin_ui import routes as admin_ui_routes
 from authserver.web.apikeys import ApiKeyEndpoints
 from authserver.web.app import build_app
 from authserver.web.clients_admin import ClientEndpoints
@@ -158,6 +160,7 @@ class Runtime:
             denied = purge_denied(session, now)
             receivers = purge_receivers(session, now - idle)
             entries = audit.purge(session, now - self.settings.audit.retention_days * 86400.0)
+            users.purge_sessions(session, now)
         self.denied.purge(now)
         return denied, receivers, entries
 
@@ -297,5 +300,6 @@ def create_app(
                                  rt.counters, rt.clock),
         lifespan=lifespan,
     )
+    app.router.routes.extend(admin_ui_routes(AdminUi(admin)))
     app.state.runtime = rt
     return app

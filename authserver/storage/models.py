@@ -217,3 +217,16 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[float | None] = mapped_column(Float, default=None)
     last_login_at: Mapped[float | None] = mapped_column(Float, default=None)
+
+
+class WebSession(Base):
+    """A signed-in person's browser session. Only the SHA-256 of the cookie value is kept."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    source: Mapped[str | None] = mapped_column(String(64), default=None)
