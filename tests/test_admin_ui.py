@@ -138,3 +138,19 @@ async def test_https_issuer_gets_a_secure_host_cookie(tmp_path: Any) -> None:
         assert cookie.startswith("__Host-authserver_admin=")
         assert "Secure" in cookie and "Path=/" in cookie and "HttpOnly" in cookie
         assert (await h.http.get("/admin")).status_code == 200
+
+
+async def test_signing_keys_page_and_rotation(harness: AppHarness) -> None:
+    h = harness
+    make_user(h, "alice")
+    await sign_in(h, "alice")
+    page = await h.http.get("/admin/keys")
+    assert page.status_code == 200 and page.text.count('class="key-state"') == 1
+    rotated = await h.http.post("/admin/keys/rotate", data={"csrf_token": csrf(page)})
+    assert rotated.status_code == 303
+    after = await h.http.get(rotated.headers["location"])
+    assert after.text.count('class="key-state"') == 2 and "published" in after.text
+    with h.runtime.db.session() as session:
+        (entry,) = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "signing_key.rotate")).all()
+        assert entry.actor.startswith("user:") and entry.target in after.text

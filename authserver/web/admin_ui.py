@@ -264,6 +264,27 @@ class AdminUi:
             raise NotFound(f"no client {client_id}")
         return record
 
+    async def signing_keys(self, request: Request, signed: users.SignedIn) -> Response:
+        now = self.deps.clock.now()
+        await anyio.to_thread.run_sync(lambda: self.deps.keyring.load(now))
+        return self.render(request, "keys.html", signed=signed,
+                           keys=self.deps.keyring.snapshot(now).views,
+                           operator=self.org_filter(signed) is None)
+
+    async def rotate_key(self, request: Request, signed: users.SignedIn) -> Response:
+        if self.org_filter(signed) is not None:
+            return self.render(request, "error.html", 403, signed,
+                               message="Only operators rotate signing keys.")
+        ring, alg = self.deps.keyring, self.settings.signing.algorithm
+        delay, clock = self.settings.signing.propagation_delay, self.deps.clock
+        key = await anyio.to_thread.run_sync(
+            lambda: ring.rotate(alg, clock.now(), delay, clock=clock.now))
+        actor = self.actor(request, signed)
+        await self.db(lambda s: audit.record(
+            s, actor, "signing_key.rotate", key.kid, clock.now(),
+            details={"alg": key.alg, "activate_at": key.activate_at}), write=True)
+        return RedirectResponse(f"{PREFIX}/keys?rotated={key.kid}", 303)
+
     async def audit_log(self, request: Request, signed: users.SignedIn) -> Response:
         params = request.query_params
         before = params.get("before")
@@ -290,5 +311,7 @@ def routes(ui: AdminUi) -> list[Any]:
         Route(f"{PREFIX}/clients/{{client_id}}", ui.page(ui.client_update), methods=["POST"]),
         Route(f"{PREFIX}/clients/{{client_id}}/{{action}}", ui.page(ui.client_action),
               methods=["POST"]),
+        Route(f"{PREFIX}/keys", ui.page(ui.signing_keys), methods=["GET"]),
+        Route(f"{PREFIX}/keys/rotate", ui.page(ui.rotate_key), methods=["POST"]),
         Route(f"{PREFIX}/audit", ui.page(ui.audit_log), methods=["GET"]),
     ]
