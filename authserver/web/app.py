@@ -25,6 +25,7 @@ from authserver.web.feed import FEED_PATH, FeedEndpoint
 from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.openapi import OPENAPI_PATH, openapi_document
 from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
 from authserver.web.wellknown import JWKS_PATH, WellKnown
@@ -65,6 +66,7 @@ def build_app(
         ]
     if api_keys is not None:
         routes += [
+            Route(OPENAPI_PATH, openapi_document, methods=["GET"]),
             Route(API_PREFIX + "/api-key", api_keys.self_inspection, methods=["GET"]),
             Route(API_PREFIX + "/api-keys", api_keys.list_keys, methods=["GET"]),
             Route(API_PREFIX + "/api-keys", api_keys.create_key, methods=["POST"]),
