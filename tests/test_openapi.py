@@ -236,9 +236,12 @@ async def test_every_route_answers_as_documented(api: Api) -> None:
     await api("GET", "/audit-events", 404, key=tenant, params={"org_id": "org_default"})
 
     # -- an access token as the caller
-    reader, reader_secret = factories.create_client(h.runtime, scopes=["clients.read"])
+    admin_api = h.settings.issuer + API_PREFIX  # the token's audience: this API
+    reader, reader_secret = factories.create_client(h.runtime, scopes=["clients.read"],
+                                                    resources=[admin_api])
     assert reader_secret
-    answer = await h.http.post("/token", data={"grant_type": "client_credentials"},
+    answer = await h.http.post("/token", data={"grant_type": "client_credentials",
+                                               "resource": admin_api},
                                headers=factories.basic_auth(reader.client_id, reader_secret))
     bearer = factories.remember(answer.json()["access_token"])
     await api("GET", "/clients", 200, headers={"authorization": f"Bearer {bearer}"})
