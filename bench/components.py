@@ -11,12 +11,14 @@ With --rps-* (the measured wrk medians) it also prints a budget: the per-request
 saturated server core (1e6 / req/s) split into nested layers by subtraction (signature, JWS
 assembly, claims, client auth, endpoint + Starlette, HTTP server + kernel). This is the
 profile that does not depend on a sampler's view of native code and syscalls.
+`forward_auth_components.py` does the same for forward-auth decisions.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -34,6 +36,7 @@ from starlette.routing import Route
 from authserver.config import load_settings
 from authserver.oauth.client_auth import extract_credentials
 from authserver.oauth.token import TokenRequest
+from authserver.ratelimit import rate_key
 from authserver.tokens import mint_access_token
 from authserver.web.forms import check_form_type, parse_form
 from authserver.wiring import create_app
@@ -164,7 +167,20 @@ async def run(args: argparse.Namespace) -> tuple[list[tuple[str, float]], list[s
                                authorization=f"Basic {args.basic}", client_ip="127.0.0.1")
         await rt.tokens.issue(request)  # fill the client cache
         m["issue"] = await _per_call_us_async(lambda: rt.tokens.issue(request), t)
-        rows.append(("TokenService.issue (client auth from cache + mint)", m["issue"]))
+        rows.append(("TokenService.issue (rate limits, client auth from cache, mint)",
+                     m["issue"]))
+        client = await rt.tokens.clients.get(
+            base64.b64decode(args.basic).decode().partition(":")[0])
+
+        async def rate_limits() -> None:  # the three checks of TokenService.issue
+            await rt.limits.address.check(rate_key("127.0.0.1"))
+            await rt.limits.client.check(client.client_id,
+                                         rt.limits.client_items(client.rate_limits))
+            await rt.limits.organization.check(client.org_id)
+
+        m["limits"] = await _per_call_us_async(rate_limits, t)
+        rows.append(("  part: rate limits: address (1 limit), client (2), organisation (1)",
+                     m["limits"]))
         authorization = f"Basic {args.basic}"
         rows.append(("  part: extract_credentials (Basic decode)", _per_call_us(
             lambda: extract_credentials({"grant_type": "client_credentials"}, authorization),
@@ -211,8 +227,10 @@ async def run(args: argparse.Namespace) -> tuple[list[tuple[str, float]], list[s
             ("JWS assembly in joserfc (header/claims JSON, base64url, registry checks"
              + (", DER to raw r,s" if alg == "ES256" else "") + ")", m["jws"] - m["sig"]),
             ("claims dict + jti (tokens.mint_access_token)", m["mint"] - m["jws"]),
+            ("rate limits: address, client, organisation (TokenService.issue)",
+             m["limits"]),
             ("client auth from cache, scopes, audience (TokenService.issue)",
-             m["issue"] - m["mint"]),
+             m["issue"] - m["mint"] - m["limits"]),
             ("endpoint + Starlette + middleware (form, body, routing, request id, response)",
              m["asgi"] - m["issue"]),
             ("HTTP server + kernel (uvicorn, httptools, uvloop, TCP loopback)",

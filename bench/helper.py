@@ -1,13 +1,28 @@
 """Helpers for bench/run.sh (stdlib plus the authserver virtualenv; talks only to 127.0.0.1).
 
     helper.py freeport                    print a free TCP port on 127.0.0.1
-    helper.py config DIR PORT ALG         write DIR/authserver.toml (SQLite and keys in DIR)
+    helper.py config DIR PORT ALG [CIDR]  write DIR/authserver.toml (SQLite and keys in DIR);
+                                          CIDR: `[server] trusted_proxies = [CIDR]`
     helper.py basic CLIENT_JSON           print base64(client_id:client_secret) for Basic auth
     helper.py register PORT               register a client through RFC 7591 (POST /register,
                                           open registration) and print the client information
                                           (JSON, with client_id and client_secret)
     helper.py wait PORT [SECONDS]         wait until the server answers the JWKS
     helper.py check PORT BASIC ALG        get one token and verify it against the JWKS
+    helper.py field JSON NAME             print one field of a JSON object (CLI output)
+    helper.py token PORT BASIC            print an access token (POST /token, client_credentials)
+    helper.py check-forward PORT HEADERS EXPECT_HEADER
+                                          one forward-auth check with HEADERS (lines "Name:
+                                          value") must be 200 with EXPECT_HEADER ("name:
+                                          substring") and RateLimit-* headers; the same check
+                                          for DELETE must be 403 insufficient_permissions
+    helper.py metered PID OUT -- CMD...   run CMD (wrk) with its output to OUT; print its BENCH
+                                          line with the CPU others used meanwhile added
+    helper.py quiet MAX_LOAD [SECONDS] [TIMEOUT]
+                                          wait until the machine (the server idle) has had at
+                                          most MAX_LOAD cores busy for SECONDS (3) in a row;
+                                          print the seconds waited beyond that (TIMEOUT 900:
+                                          then go on anyway)
     helper.py summarize OUT_DIR           medians of the BENCH lines in OUT_DIR/*.jsonl
     helper.py compare OUT_DIR A B         scenario B against scenario A, run by run (markdown)
     helper.py median FILE.jsonl           median req/s of one scenario (0 when absent)
@@ -20,6 +35,7 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import os
 import socket
 import statistics
 import sys
@@ -37,6 +53,9 @@ TARGETS: dict[str, tuple[str, float | None, float | None]] = {
     "token-RS256-dcr": ("POST /token, RS256, client registered through DCR", 2400, 15.0),
     "token-ES256": ("POST /token, ES256", 6000, 8.0),
     "jwks": ("GET /.well-known/jwks.json", 22000, None),
+    "forward-auth-key": ("GET /forward-auth, API key (x-api-key, cached)", 8000, None),
+    "forward-auth-jwt-RS256": ("GET /forward-auth, bearer JWT, RS256", None, None),
+    "forward-auth-jwt-ES256": ("GET /forward-auth, bearer JWT, ES256", None, None),
     "baseline-static": ("reference: bare Starlette, static bytes", None, None),
 }
 
@@ -47,9 +66,12 @@ def cmd_freeport() -> None:
         print(sock.getsockname()[1])
 
 
-def cmd_config(directory: str, port: str, alg: str) -> None:
+def cmd_config(directory: str, port: str, alg: str, trusted_proxy: str = "") -> None:
     root = Path(directory)
     (root / "data").mkdir(parents=True, exist_ok=True)
+    # Forward-auth answers trusted proxies only; the token servers keep no trusted proxy, so
+    # their numbers stay comparable with the earlier ones (client_address's proxy branch).
+    server = f'\n[server]\ntrusted_proxies = ["{trusted_proxy}"]\n' if trusted_proxy else ""
     (root / "authserver.toml").write_text(
         f'issuer = "http://{HOST}:{int(port)}"\n'
         f'data_dir = "{root / "data"}"\n'
@@ -72,7 +94,7 @@ def cmd_config(directory: str, port: str, alg: str) -> None:
         'organization_hourly = "1000000000/hour"\n'
         'address = "100000000/minute"\n'
         'api_key_hourly = "1000000000/hour"\n'
-        'api_key_burst = "100000000/minute"\n',
+        'api_key_burst = "100000000/minute"\n' + server,
         encoding="utf-8",
     )
 
@@ -146,6 +168,114 @@ def cmd_check(port: str, basic: str, alg: str) -> None:
           f"{len(body['access_token'])} bytes")
 
 
+def cmd_field(data: str, name: str) -> None:
+    print(json.loads(data)[name])
+
+
+def cmd_token(port: str, basic: str) -> None:
+    req = urllib.request.Request(
+        f"http://{HOST}:{int(port)}/token", data=b"grant_type=client_credentials",
+        headers={"Authorization": f"Basic {basic}",
+                 "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        print(json.loads(resp.read())["access_token"])
+
+
+def _forward(port: int, headers: dict[str, str], method: str) -> tuple[int, dict[str, str],
+                                                                         bytes]:
+    sent = {**headers, "X-Forwarded-Method": method}
+    req = urllib.request.Request(f"http://{HOST}:{port}/forward-auth", headers=sent)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read()
+
+
+def cmd_check_forward(port: str, header_lines: str, expect_header: str) -> None:
+    """The forward-auth scenario's request is allowed for the right reason: 200 with the
+    identity header, RateLimit-* (the limits are checked), and the same credential is refused
+    a method its permission or scope does not cover."""
+    headers = dict((name.strip(), value.strip()) for name, _, value in
+                   (line.partition(":") for line in header_lines.splitlines() if line.strip()))
+    method = headers.pop("X-Forwarded-Method", "GET")
+    status, got, body = _forward(int(port), headers, method)
+    name, _, wanted = expect_header.partition(":")
+    name, wanted = name.strip().lower(), wanted.strip()
+    if status != 200 or wanted not in got.get(name, ""):
+        sys.exit(f"forward-auth: {status}, {name}={got.get(name)!r} (wanted {wanted!r}): "
+                 f"{body[:300]!r}")
+    if not got.get("ratelimit-limit") or not got.get("ratelimit-remaining"):
+        sys.exit("forward-auth: no RateLimit-* headers (are the rate limits checked?)")
+    status, _, body = _forward(int(port), headers, "DELETE")
+    if status != 403 or b"insufficient_permissions" not in body:
+        sys.exit(f"forward-auth: DELETE answered {status}, not 403: {body[:300]!r}")
+    print(f"ok: forward-auth GET {headers.get('X-Forwarded-Uri')} allowed ({name}: "
+          f"{got[name]!r}, ratelimit-limit {got['ratelimit-limit']}, remaining "
+          f"{got['ratelimit-remaining']}); DELETE refused 403 insufficient_permissions")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds of process `pid`, all its threads (utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cmd_metered(server_pid: str, out_file: str, *command: str) -> None:
+    """Run the load generator and print its BENCH line with `others`: the cores' worth of CPU
+    that anything but the server, the load generator and this process took meanwhile (other
+    processes such as a test suite, interrupts, the hypervisor's steal time). On a quiet
+    machine that is the kernel's share of the loopback traffic not charged to either process
+    (softirq), a few hundredths of a core (bench/README.md)."""
+    import resource
+    import subprocess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import quiet
+
+    if command[:1] == ("--",):
+        command = command[1:]
+    pid = int(server_pid)
+    busy, server, own = quiet.busy_seconds(), _process_cpu(pid), time.process_time()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.PIPE, check=False)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+    server = _process_cpu(pid) - server
+    others = quiet.busy_seconds() - busy - server - load - (time.process_time() - own)
+    Path(out_file).write_bytes(result.stdout)
+    if result.returncode != 0:
+        sys.exit(f"{command[0]} exited {result.returncode} (see {out_file})")
+    line = next((text[6:] for text in result.stdout.decode().splitlines()
+                 if text.startswith("BENCH ")), None)
+    if line is None:
+        sys.exit(f"no BENCH line in {out_file}")
+    data = json.loads(line)
+    data.update(others=round(max(0.0, others) / wall, 3), server_cores=round(server / wall, 3),
+                load_cores=round(load / wall, 3))
+    print(json.dumps(data))
+
+
+def cmd_quiet(max_load: str, seconds: str = "3", timeout: str = "900") -> None:
+    """A test suite has pauses (between files, in sleeps): one quiet instant is not enough."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import quiet
+
+    started = time.monotonic()
+    quiet_since = started
+    while time.monotonic() - started < float(timeout):
+        with quiet.Meter() as meter:
+            time.sleep(0.5)
+        if meter.load > float(max_load):
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= float(seconds):
+            break
+    print(f"{max(0.0, quiet_since - started):.0f}")
+
+
 def _runs(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -178,11 +308,16 @@ def cmd_summarize(out_dir: str) -> None:
             f">= {min_rps:,.0f} req/s" if min_rps is not None else "",
             f"p99 <= {max_p99:g} ms" if max_p99 is not None else "") if t) or "-"
         spread = f"{min(r['rps'] for r in runs):,.0f}-{max(r['rps'] for r in runs):,.0f}"
+        others = [r["others"] for r in runs if "others" in r]
+        quiet_note = (f"{max(others):.2f} / {sum(int(r.get('redone', 0)) for r in runs)}"
+                      if others else "-")
         rows.append(f"| {label} | {rps:,.0f} | {spread} | {p50:.2f} | {p99:.2f} | "
-                    f"{len(runs)} | {total:,} / {bad} | {target} | {', '.join(verdicts) or '-'} |")
+                    f"{len(runs)} | {total:,} / {bad} | {target} | {', '.join(verdicts) or '-'} "
+                    f"| {quiet_note} |")
     print("| scenario | req/s (median) | req/s (min-max) | p50 ms | p99 ms | runs | "
-          "requests / non-200 or errors | target | verdict |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|---|")
+          "requests / non-200 or errors | target | verdict | others' CPU, cores (max of "
+          "kept runs) / runs made again |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
     print("\n".join(rows))
     if failed:
         print("\nAt least one target was missed or a response failed (see verdict).")
@@ -223,7 +358,6 @@ def cmd_median(path: str) -> None:
 
 
 def cmd_machine() -> None:
-    import os
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -343,7 +477,8 @@ def main() -> None:
         "freeport": cmd_freeport, "median": cmd_median, "machine": cmd_machine,
         "config": cmd_config, "basic": cmd_basic, "wait": cmd_wait, "check": cmd_check,
         "summarize": cmd_summarize, "profile": cmd_profile, "register": cmd_register,
-        "compare": cmd_compare,
+        "compare": cmd_compare, "field": cmd_field, "token": cmd_token,
+        "check-forward": cmd_check_forward, "metered": cmd_metered, "quiet": cmd_quiet,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

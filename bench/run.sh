@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# authserver benchmark: token endpoint (RS256, ES256; CLI-created and DCR-registered client) and
-# JWKS under wrk, plus profiles.
+# authserver benchmark: token endpoint (RS256, ES256; CLI-created and DCR-registered client),
+# JWKS and forward-auth decisions (API key; bearer JWT, RS256 and ES256) under wrk, plus profiles.
 # Run by hand, not by CI:  bash bench/run.sh      (see bench/README.md)
 #
 # The server runs pinned to one core (SERVER_CPU), wrk and the profilers to another (LOAD_CPU).
@@ -11,9 +11,14 @@
 #                      PROFILE=1 (py-spy and perf profiles if installed; 0 skips)
 #                      PROFILE_SECONDS=8 BASELINE=1 (bare-Starlette reference run; 0 skips)
 #                      COMPONENTS=1 (in-process layer costs, bench/components.py; 0 skips)
-#                      SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static"
+#                      SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static
+#                        forward-auth-key forward-auth-jwt-RS256 forward-auth-jwt-ES256"
 #                        (the default: all; a subset runs only those, e.g.
 #                        SCENARIOS="token-RS256 token-RS256-dcr" for CLI vs DCR client)
+#                      MAX_OTHERS=0.1 (each run waits, up to QUIET_WAIT=900 s, until the machine
+#                        has been that quiet for QUIET_SECONDS=3; a run during which other work
+#                        took more than this many cores' worth of CPU is made again, up to 5
+#                        times; 0: keep every run)
 #                      PYTHON=/path/to/venv/bin/python (else $VIRTUAL_ENV, ./.venv, python3)
 set -euo pipefail
 
@@ -32,7 +37,12 @@ PROFILE=${PROFILE:-1}
 PROFILE_SECONDS=${PROFILE_SECONDS:-8}
 BASELINE=${BASELINE:-1}
 COMPONENTS=${COMPONENTS:-1}
-ALL_SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static"
+MAX_OTHERS=${MAX_OTHERS:-0.1}
+QUIET_WAIT=${QUIET_WAIT:-900}
+QUIET_SECONDS=${QUIET_SECONDS:-3}
+ALL_SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static forward-auth-key
+ forward-auth-jwt-RS256 forward-auth-jwt-ES256"
+ALL_SCENARIOS=$(echo $ALL_SCENARIOS)  # one line
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 
 die() { echo "bench: $*" >&2; exit 2; }
@@ -97,14 +107,16 @@ trap 'exit 130' INT TERM
 log() { echo "== $*" >&2; }
 helper() { "$PY" "$HERE/helper.py" "$@"; }
 
-# start_server NAME ALG: config, one client, the server on SERVER_CPU; sets PORT and BASIC
+# start_server NAME ALG [TRUSTED_PROXY] [SCOPE]: config, one client (scopes "read write", or
+# SCOPE), the server on SERVER_CPU; sets PORT, BASIC and CONFIG
 start_server() {
-  local name=$1 alg=$2 dir="$TMP/$1"
+  local name=$1 alg=$2 proxy=${3:-} scope=${4:-read write} dir="$TMP/$1"
   PORT=$(helper freeport)
-  helper config "$dir" "$PORT" "$alg"
+  CONFIG="$dir/authserver.toml"
+  helper config "$dir" "$PORT" "$alg" "$proxy"
   local client
-  client=$("$PY" -m authserver.cli --config "$dir/authserver.toml" --json \
-           clients create --name bench --scope "read write")
+  client=$("$PY" -m authserver.cli --config "$CONFIG" --json \
+           clients create --name bench --scope "$scope")
   BASIC=$(helper basic "$client")
   log "$name: server on 127.0.0.1:$PORT (core $SERVER_CPU), $alg, data in $dir"
   taskset -c "$SERVER_CPU" "$PY" "$HERE/serve.py" --config "$dir/authserver.toml" \
@@ -114,25 +126,62 @@ start_server() {
   helper check "$PORT" "$BASIC" "$alg" | tee -a "$OUT/checks.txt" >&2
 }
 
-# wrk_once SECONDS PATH [BASIC] [EXPECT] -> wrk's output on stdout
-wrk_once() {
-  local seconds=$1 path=$2 basic=${3:-} expect=${4:-}
-  BENCH_BASIC="$basic" BENCH_EXPECT="$expect" taskset -c "$LOAD_CPU" \
-    wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$HERE/wrk.lua" \
-    "http://127.0.0.1:$PORT$path"
+# wrk_command SECONDS PATH [BASIC] [EXPECT] [HEADERS] [EXPECT_HEADER]: sets WRK_CMD, the wrk
+# command line (see wrk.lua for what the arguments do)
+wrk_command() {
+  local seconds=$1 path=$2 basic=${3:-} expect=${4:-} headers=${5:-} expect_header=${6:-}
+  WRK_CMD=(env "BENCH_BASIC=$basic" "BENCH_EXPECT=$expect" "BENCH_HEADERS=$headers"
+           "BENCH_EXPECT_HEADER=$expect_header" taskset -c "$LOAD_CPU"
+           wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$HERE/wrk.lua"
+           "http://127.0.0.1:$PORT$path")
 }
 
-# run_once SCENARIO I PATH [BASIC] [EXPECT]: run I of SCENARIO, appended to OUT/SCENARIO.jsonl
+# wrk_once SECONDS PATH [BASIC] [EXPECT] [HEADERS] [EXPECT_HEADER] -> wrk's output on stdout
+wrk_once() {
+  wrk_command "$@"
+  "${WRK_CMD[@]}"
+}
+
+# wait_quiet WHAT: with MAX_OTHERS set, wait (up to QUIET_WAIT s) until other work has stopped
+wait_quiet() {
+  [ "$MAX_OTHERS" != 0 ] || return 0
+  local waited
+  waited=$(helper quiet "$MAX_OTHERS" "$QUIET_SECONDS" "$QUIET_WAIT")
+  [ "$waited" = 0 ] || log "$1: waited ${waited}s for other work to end"
+}
+
+# run_once SCENARIO I PATH [BASIC] [EXPECT] [HEADERS] [EXPECT_HEADER]: run I of SCENARIO,
+# appended to OUT/SCENARIO.jsonl. `helper.py metered` adds the CPU other work took meanwhile;
+# above MAX_OTHERS the run is made again after a pause (up to 5 times). A run with any failed
+# response (not 200, wrong body or header, socket error, timeout) stops the benchmark.
 run_once() {
-  local scenario=$1 i=$2 line; shift 2
-  wrk_once "$DURATION" "$@" >"$OUT/$scenario.run$i.txt"
-  line=$(sed -n 's/^BENCH //p' "$OUT/$scenario.run$i.txt")
-  [ -n "$line" ] || die "$scenario run $i: no result line (see $OUT/$scenario.run$i.txt)"
+  local scenario=$1 i=$2 line others attempt; shift 2
+  wrk_command "$DURATION" "$@"
+  for attempt in 0 1 2 3 4 5; do
+    wait_quiet "$scenario run $i"
+    line=$(helper metered "$SERVER_PID" "$OUT/$scenario.run$i.txt" -- "${WRK_CMD[@]}") ||
+      die "$scenario run $i: no result (see $OUT/$scenario.run$i.txt)"
+    others=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["others"])' "$line")
+    if [ "$attempt" = 5 ] || "$PY" -c 'import sys; limit, others = map(float, sys.argv[1:])
+sys.exit(not (limit <= 0 or others <= limit))' "$MAX_OTHERS" "$others"; then
+      break
+    fi
+    log "$scenario run $i: others took $others cores meanwhile; made again"
+    cp "$OUT/$scenario.run$i.txt" "$OUT/$scenario.run$i.disturbed$attempt.txt"
+    echo "$line" >>"$OUT/$scenario.disturbed.txt"
+    sleep 2
+  done
+  line=$("$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); d["redone"] = int(sys.argv[2])
+print(json.dumps(d))' "$line" "$attempt")
   echo "$line" >>"$OUT/$scenario.jsonl"
   log "$scenario run $i/$RUNS: $line"
+  "$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(
+    d["non200"] + d["badbody"] + d["socket_errors"] + d["timeouts"] > 0)' "$line" ||
+    die "$scenario run $i: failed responses (first: see $OUT/$scenario.run$i.txt)"
 }
 
-# measure SCENARIO PATH [BASIC] [EXPECT]: warm-up, then RUNS runs into OUT/SCENARIO.jsonl
+# measure SCENARIO PATH [BASIC] [EXPECT] [HEADERS] [EXPECT_HEADER]: warm-up, then RUNS runs into
+# OUT/SCENARIO.jsonl
 measure() {
   local scenario=$1; shift
   log "$scenario: warm-up ${WARMUP}s"
@@ -164,10 +213,11 @@ measure_pair() {
   done
 }
 
-# profile SCENARIO PATH [BASIC] [EXPECT]: py-spy (Python stacks) and perf (native, by DSO)
+# profile SCENARIO PATH [BASIC] [EXPECT] [HEADERS] [EXPECT_HEADER]: py-spy (Python stacks) and perf (native, by DSO)
 profile() {
   [ "$PROFILE" = 1 ] || return 0
   local scenario=$1; shift
+  wait_quiet "$scenario profile"
   if [ -n "$PYSPY" ]; then
     log "$scenario: py-spy record ${PROFILE_SECONDS}s under load"
     wrk_once $((PROFILE_SECONDS + 3)) "$@" >"$OUT/$scenario.pyspy-load.txt" &
@@ -215,7 +265,7 @@ profile() {
 } >"$OUT/machine.md"
 
 # -- RS256: token endpoint (CLI-created and DCR-registered client), JWKS -------------------------
-RS_BASIC="" ES_BASIC=""
+RS_BASIC="" ES_BASIC="" FA_KEY="" FA_TOKEN_RS256="" FA_TOKEN_ES256=""
 if selected token-RS256 || selected token-RS256-dcr || selected jwks ||
    selected baseline-static; then
   start_server RS256 RS256
@@ -255,6 +305,42 @@ if selected token-ES256; then
   stop_server
 fi
 
+# -- forward-auth decisions: an API key, a bearer JWT (RS256 and ES256) --------------------------
+# As a gateway calls it (docs/forward-auth.md): GET /forward-auth from a trusted proxy
+# (`[server] trusted_proxies = ["127.0.0.1/32"]`), the original request in X-Forwarded-Method,
+# -Uri and -For, the caller's credential as it came. The organisation "bench" holds an API key
+# with the permission invoices.read and a client with the scope invoices.read (its token from
+# POST /token). The rate limits are checked on every decision (config: far above the load).
+FA_REQUEST=$'X-Forwarded-Method: GET\nX-Forwarded-Uri: /api/v1/invoices/42\nX-Forwarded-For: 198.51.100.7'
+for alg in RS256 ES256; do
+  key_here=0
+  if [ "$alg" = RS256 ] && selected forward-auth-key; then key_here=1; fi
+  [ "$key_here" = 1 ] || selected "forward-auth-jwt-$alg" || continue
+  start_server "forward-auth-$alg" "$alg" 127.0.0.1/32
+  cli() { "$PY" -m authserver.cli --config "$CONFIG" --json "$@"; }
+  org=$(helper field "$(cli orgs create --name bench)" id)
+  if [ "$key_here" = 1 ]; then
+    FA_KEY=$(helper field "$(cli api-keys create --org "$org" --name bench \
+                             --permission invoices.read)" key)
+    headers="x-api-key: $FA_KEY"$'\n'"$FA_REQUEST"
+    helper check-forward "$PORT" "$headers" "x-auth-permissions: invoices.read" |
+      sed 's/^ok:/ok (API key):/' | tee -a "$OUT/checks.txt" >&2
+    measure forward-auth-key /forward-auth "" "" "$headers" "x-auth-permissions: invoices.read"
+    profile forward-auth-key /forward-auth "" "" "$headers" "x-auth-permissions: invoices.read"
+  fi
+  if selected "forward-auth-jwt-$alg"; then
+    jwt_client=$(cli clients create --name bench-jwt --org "$org" --scope invoices.read)
+    token=$(helper token "$PORT" "$(helper basic "$jwt_client")")
+    printf -v "FA_TOKEN_$alg" '%s' "$token"
+    headers="Authorization: Bearer $token"$'\n'"$FA_REQUEST"
+    helper check-forward "$PORT" "$headers" "x-auth-scopes: invoices.read" |
+      sed "s/^ok:/ok (JWT, $alg):/" | tee -a "$OUT/checks.txt" >&2
+    measure "forward-auth-jwt-$alg" /forward-auth "" "" "$headers" "x-auth-scopes: invoices.read"
+    profile "forward-auth-jwt-$alg" /forward-auth "" "" "$headers" "x-auth-scopes: invoices.read"
+  fi
+  stop_server
+done
+
 # -- reference: bare Starlette serving the same JWKS bytes ---------------------------------------
 if selected baseline-static; then
   PORT=$(helper freeport)
@@ -275,10 +361,31 @@ if [ "$COMPONENTS" = 1 ]; then
 fi
 [ -z "$COMPONENT_ALGS" ] || log "in-process layer costs"
 for alg in $COMPONENT_ALGS; do
+  wait_quiet "in-process layer costs, $alg"
   basic=$RS_BASIC; [ "$alg" = ES256 ] && basic=$ES_BASIC
   taskset -c "$SERVER_CPU" "$PY" "$HERE/components.py" --config "$TMP/$alg/authserver.toml" \
     --basic "$basic" --rps-token "$(helper median "$OUT/token-$alg.jsonl")" \
     --rps-jwks "$(helper median "$OUT/jwks.jsonl")" >"$OUT/components-$alg.md"
+done
+
+# forward-auth: the steps of a decision on the forward-auth servers' data (API key; JWT RS256,
+# ES256), with the budget from the measured decisions/s
+FA_COMPONENTS=""
+for alg in RS256 ES256; do
+  [ "$COMPONENTS" = 1 ] && [ -f "$TMP/forward-auth-$alg/authserver.toml" ] || continue
+  token_var="FA_TOKEN_$alg"
+  fa_args=()
+  [ "$alg" != RS256 ] || [ -z "$FA_KEY" ] ||
+    fa_args+=(--key "$FA_KEY" --rps-key "$(helper median "$OUT/forward-auth-key.jsonl")")
+  [ -z "${!token_var}" ] || fa_args+=(--token "${!token_var}"
+    --rps-jwt "$(helper median "$OUT/forward-auth-jwt-$alg.jsonl")")
+  [ "${#fa_args[@]}" -gt 0 ] || continue
+  wait_quiet "forward-auth, in-process step costs ($alg server)"
+  log "forward-auth, in-process step costs ($alg server)"
+  taskset -c "$SERVER_CPU" "$PY" "$HERE/forward_auth_components.py" \
+    --config "$TMP/forward-auth-$alg/authserver.toml" "${fa_args[@]}" \
+    >"$OUT/forward-auth-components-$alg.md"
+  FA_COMPONENTS="$FA_COMPONENTS $alg"
 done
 
 # -- summary -------------------------------------------------------------------------------------
@@ -296,7 +403,12 @@ done
     echo; echo "## In-process layer costs, $alg key"; echo
     cat "$OUT/components-$alg.md"
   done
-  for scenario in token-RS256 token-ES256 jwks; do
+  for alg in $FA_COMPONENTS; do
+    echo; echo "## Forward-auth, in-process step costs ($alg server)"; echo
+    cat "$OUT/forward-auth-components-$alg.md"
+  done
+  for scenario in token-RS256 token-ES256 jwks forward-auth-key forward-auth-jwt-RS256 \
+                  forward-auth-jwt-ES256; do
     if [ -f "$OUT/$scenario.pyspy-summary.md" ]; then
       echo; echo "## py-spy profile: $scenario"; echo
       cat "$OUT/$scenario.pyspy-summary.md"

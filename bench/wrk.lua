@@ -1,16 +1,24 @@
 -- wrk script for bench/run.sh.
 --
 -- Environment:
---   BENCH_BASIC   set: POST grant_type=client_credentials with "Authorization: Basic $BENCH_BASIC"
---                 (form content type); unset: plain GET of the URL given to wrk.
---   BENCH_EXPECT  a substring every response body must contain (e.g. "access_token").
+--   BENCH_BASIC    set: POST grant_type=client_credentials with "Authorization: Basic $BENCH_BASIC"
+--                  (form content type); unset: a GET of the URL given to wrk.
+--   BENCH_HEADERS  request headers, one "Name: value" per line (e.g. the forward-auth
+--                  scenarios' x-api-key or Authorization and X-Forwarded-*).
+--   BENCH_EXPECT   a substring every response body must contain (e.g. "access_token").
+--   BENCH_EXPECT_HEADER  "name: substring": every response must carry header `name` (any case)
+--                  containing `substring` (e.g. "x-auth-permissions: invoices.read").
 --
--- Every response is checked in the worker threads: status must be 200 and the body must contain
--- BENCH_EXPECT. done() prints one machine-readable line, prefixed "BENCH ", with throughput,
--- latency percentiles (microseconds) and the failure counts; run.sh collects those lines.
+-- Every response is checked in the worker threads: status must be 200, the body must contain
+-- BENCH_EXPECT and the header BENCH_EXPECT_HEADER. done() prints one machine-readable line,
+-- prefixed "BENCH ", with throughput, latency percentiles (microseconds) and the failure
+-- counts; run.sh collects those lines and fails a run with any failure.
 
 local basic = os.getenv("BENCH_BASIC")
 local expect = os.getenv("BENCH_EXPECT")
+local extra = os.getenv("BENCH_HEADERS")
+local expect_header = os.getenv("BENCH_EXPECT_HEADER")
+local want_name, want_value
 
 if basic and basic ~= "" then
   wrk.method = "POST"
@@ -18,6 +26,17 @@ if basic and basic ~= "" then
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
   wrk.headers["Authorization"] = "Basic " .. basic
   wrk.headers["Accept"] = "application/json"
+end
+if extra and extra ~= "" then
+  for line in string.gmatch(extra, "[^\n]+") do
+    local name, value = string.match(line, "^%s*([^:]-)%s*:%s*(.-)%s*$")
+    if name and name ~= "" then wrk.headers[name] = value end
+  end
+end
+if expect == "" then expect = nil end
+if expect_header and expect_header ~= "" then
+  want_name, want_value = string.match(expect_header, "^%s*([^:]-)%s*:%s*(.-)%s*$")
+  want_name = string.lower(want_name)
 end
 
 local threads = {}
@@ -33,6 +52,15 @@ function init(args)
   firstbad = ""
 end
 
+local function header_ok(headers)
+  for name, value in pairs(headers) do
+    if string.lower(name) == want_name then
+      return string.find(value, want_value, 1, true) ~= nil
+    end
+  end
+  return false
+end
+
 function response(status, headers, body)
   if status ~= 200 then
     non200 = non200 + 1
@@ -40,6 +68,9 @@ function response(status, headers, body)
   elseif expect and not string.find(body, expect, 1, true) then
     badbody = badbody + 1
     if firstbad == "" then firstbad = "body" end
+  elseif want_name and not header_ok(headers) then
+    badbody = badbody + 1
+    if firstbad == "" then firstbad = "header " .. want_name end
   else
     ok = ok + 1
   end
