@@ -27,6 +27,8 @@ class VersionedCache(Generic[R]):
         self._known: dict[str, R] = {}
         self._unknown: set[str] = set()
         self._versions: dict[str, int] = {}
+        # Bumped by `clear`: a load that began before it (of any key) must not be stored.
+        self._generation = 0
         self._max_entries = max_entries
         self._max_unknown = max_unknown
         self.hits = 0
@@ -46,11 +48,11 @@ class VersionedCache(Generic[R]):
 
     MISSING = _MISSING
 
-    def version(self, key: str) -> int:
-        return self._versions.get(key, 0)
+    def version(self, key: str) -> tuple[int, int]:
+        return self._generation, self._versions.get(key, 0)
 
-    def put(self, key: str, record: R | None, version: int) -> None:
-        if self._versions.get(key, 0) != version:
+    def put(self, key: str, record: R | None, version: tuple[int, int]) -> None:
+        if version != (self._generation, self._versions.get(key, 0)):
             return
         if record is None:
             if len(self._unknown) >= self._max_unknown:
@@ -68,7 +70,9 @@ class VersionedCache(Generic[R]):
             self._versions[key] = self._versions.get(key, 0) + 1
 
     def clear(self) -> None:
-        self.invalidate(list(self._known) + list(self._unknown))
+        self._known.clear()
+        self._unknown.clear()
+        self._generation += 1
 
 
 @dataclass

@@ -112,26 +112,24 @@ class RateLimiter:
         self._limiter = SlidingWindowCounterRateLimiter(store.storage)
 
     async def hit(self, key: str) -> int | None:
-        """Count one request for `key`: None when allowed, else the seconds to wait. A refused
-        request is not counted, so a client that waits as told gets through."""
+        """Count one request for `key`: None when allowed, else the seconds to wait."""
         return (await self.check(key)).retry_after
 
     async def check(self, key: str, items: list[RateLimitItem] | None = None) -> Verdict:
-        """Like `hit`, with what the RateLimit-* headers need; `items` override the defaults."""
+        """Count one request against each limit in turn, with what the RateLimit-* headers
+        need; `items` override the defaults. Each count is atomic (with Redis, one script),
+        so concurrent requests cannot all slip through. The limit that refuses does not count
+        the request; the limits before it in `items` already have."""
         items = items or self.items
         try:
-            for item in items:
-                if not await self._limiter.test(item, self.namespace, key):
-                    stats = await self._limiter.get_window_stats(item, self.namespace, key)
-                    wait = max(1, math.ceil(stats.reset_time - time.time()))
-                    return Verdict(item.amount, 0, wait, wait, self.namespace)
             tightest: Verdict | None = None
             for item in items:
-                await self._limiter.hit(item, self.namespace, key)
+                allowed = await self._limiter.hit(item, self.namespace, key)
                 stats = await self._limiter.get_window_stats(item, self.namespace, key)
-                verdict = Verdict(item.amount, stats.remaining,
-                                  max(0, math.ceil(stats.reset_time - time.time())),
-                                  name=self.namespace)
+                reset = max(1, math.ceil(stats.reset_time - time.time()))
+                if not allowed:
+                    return Verdict(item.amount, 0, reset, reset, self.namespace)
+                verdict = Verdict(item.amount, stats.remaining, reset, name=self.namespace)
                 if tightest is None or verdict.remaining < tightest.remaining:
                     tightest = verdict
             assert tightest is not None

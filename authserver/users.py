@@ -1,8 +1,8 @@
 """People: accounts for the admin UI (role `admin`) and the interactive flows (role `user`).
 
 Passwords are hashed with argon2id (argon2-cffi's defaults). Repeated failures lock an account
-with an exponential backoff; an unknown username costs as much as a wrong password, so timing
-tells nothing.
+with an exponential backoff; an unknown username costs as much as a wrong password. (The
+"locked" answer itself tells that an account exists; it comes only after failures.)
 """
 
 from __future__ import annotations
@@ -125,8 +125,9 @@ def login(session: Session, username: str, password: str, now: float,
           source: str | None = None) -> LoginResult:
     """Check a password. Failures count; from the sixth in a row the account is locked for
     30 s, doubling up to 15 min. Every attempt is audited (never the password)."""
+    # Locked for the transaction: parallel guesses are counted one after another.
     row = session.scalars(select(User).where(User.username == username.strip().lower())
-                          ).first()
+                          .with_for_update()).first()
     actor = audit.Actor(f"user:{row.id}" if row else "anonymous", source)
     target = row.id if row else username.strip().lower()[:200]
     if row is not None and row.locked_until is not None and row.locked_until > now:

@@ -124,3 +124,31 @@ async def test_bad_client_bodies_are_400(harness: AppHarness) -> None:
                  {"name": "x", "rate_limits": {"daily": "1/day"}}):
         response = await harness.http.post(CLIENTS, json=body, headers=auth)
         assert_envelope(response, 400, "invalid_request")
+
+
+async def test_changing_a_client_needs_its_scopes(harness: AppHarness) -> None:
+    """A key with only clients.update cannot rotate (and so take over) a stronger client."""
+    h = harness
+    strong, _ = factories.create_client(h.runtime, name="strong", scopes=["api-keys.create"])
+    _, weak = new_key(h, "org_default", "clients.*")
+    auth = {"x-api-key": weak}
+    for method, path in (("POST", "rotate-secret"), ("POST", "disable"), ("DELETE", ""),
+                         ("PATCH", "")):
+        url = f"{CLIENTS}/{strong.client_id}" + (f"/{path}" if path else "")
+        response = await h.http.request(method, url, json={"name": "x"} if method == "PATCH"
+                                        else None, headers=auth)
+        assert_envelope(response, 403, "insufficient_permissions")
+    assert (await h.http.get(f"{CLIENTS}/{strong.client_id}", headers=auth)).status_code == 200
+
+
+async def test_bad_query_values_are_400_not_500(harness: AppHarness) -> None:
+    _, admin = new_key(harness, "org_default", "*")
+    auth = {"x-api-key": admin}
+    for url in ("/api/v1/clients?limit=%C2%B2", "/api/v1/audit-events?limit=%C2%B2"):
+        assert_envelope(await harness.http.get(url, headers=auth), 400, "invalid_request")
+    for max_uses in (1e300, 10**20, 0, 2.5):
+        response = await harness.http.post("/api/v1/registration-tokens", headers=auth,
+                                           json={"max_uses": max_uses})
+        assert_envelope(response, 400, "invalid_request")
+    assert_envelope(await harness.http.post(CLIENTS, json={"name": "a\u0000b"}, headers=auth),
+                    400, "invalid_request")

@@ -333,13 +333,20 @@ async def test_an_access_token_with_admin_scopes_is_an_admin_caller(harness: App
     org = new_org(h)
     in_org, _ = new_key(h, org, "invoices.read")
     elsewhere, _ = new_key(h, "org_default", "invoices.read")
-    reader, secret = factories.create_client(h.runtime, scopes=["api-keys.read"], org_id=org)
-    other, other_secret = factories.create_client(h.runtime, scopes=["invoices.read"])
+    admin_api = h.settings.issuer + "/api/v1"
+    reader, secret = factories.create_client(h.runtime, scopes=["api-keys.read"], org_id=org,
+                                             resources=[admin_api])
+    other, other_secret = factories.create_client(h.runtime, scopes=["invoices.read"],
+                                                  resources=[admin_api])
     assert secret and other_secret
 
-    async def token(client_id: str, client_secret: str) -> str:
-        answer = await h.http.post("/token", data={"grant_type": "client_credentials"},
+    async def token(client_id: str, client_secret: str, resource: str | None = admin_api
+                    ) -> str:
+        form = {"grant_type": "client_credentials", **({"resource": resource} if resource
+                                                       else {})}
+        answer = await h.http.post("/token", data=form,
                                    headers=factories.basic_auth(client_id, client_secret))
+        assert answer.status_code == 200, answer.text
         return str(factories.remember(answer.json()["access_token"]))
 
     bearer = {"authorization": f"Bearer {await token(reader.client_id, secret)}"}
@@ -352,6 +359,9 @@ async def test_an_access_token_with_admin_scopes_is_an_admin_caller(harness: App
     assert_envelope(await h.http.get("/api/v1/api-key", headers=bearer), 401, "invalid_api_key")
     weak = {"authorization": f"Bearer {await token(other.client_id, other_secret)}"}
     assert_envelope(await h.http.get(KEYS, headers=weak), 403, "insufficient_permissions")
+    other_api = {"authorization": f"Bearer {await token(reader.client_id, secret, None)}"}
+    error = assert_envelope(await h.http.get(KEYS, headers=other_api), 401, "invalid_token")
+    assert "resource=" in error["message"]  # a token for another API does not open this one
     forged = {"authorization": bearer["authorization"][:-3] + "AAA"}
     refused = await h.http.get(KEYS, headers=forged)
     assert_envelope(refused, 401, "invalid_token")
@@ -387,3 +397,43 @@ async def test_authentication_failures_are_audited_in_batches(harness: AppHarnes
     assert all(e.source == "127.0.0.1" for e in entries)
     assert not any(s in str([(e.target, e.details) for e in entries])
                    for s in (secret, wrong, key, bad_key))
+
+
+@pytest.mark.parametrize("redis_url", BACKENDS)
+async def test_concurrent_requests_cannot_all_slip_through(redis_url: str) -> None:
+    import secrets as random
+
+    import anyio
+
+    from authserver.ratelimit import CounterStore, RateLimiter
+
+    store = CounterStore(redis_url)
+    limiter = RateLimiter("3/minute", "test-" + random.token_hex(4), store)
+    verdicts: list[int | None] = []
+
+    async def one() -> None:
+        verdicts.append(await limiter.hit("key"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(one)
+    await store.aclose()
+    allowed = [v for v in verdicts if v is None]
+    refused = [v for v in verdicts if v is not None]
+    assert len(allowed) == 3 and len(refused) == 17
+    assert all(1 <= v <= 60 for v in refused)  # seconds to wait
+
+
+async def test_changing_a_key_needs_its_permissions(harness: AppHarness) -> None:
+    h = harness
+    strong_id, strong = new_key(h, "org_default", "invoices.*")
+    _, weak = new_key(h, "org_default", "api-keys.*")
+    auth = {"x-api-key": weak}
+    for method, path, body in (("PATCH", "", {"ip_allowlist": []}), ("POST", "/rotate", {}),
+                               ("POST", "/revoke", None)):
+        response = await h.http.request(method, f"{KEYS}/{strong_id}{path}", json=body,
+                                        headers=auth)
+        assert_envelope(response, 403, "insufficient_permissions")
+    pasted = await h.http.get(f"{KEYS}/{strong}", headers=auth)
+    assert_envelope(pasted, 400, "invalid_request")
+    assert strong not in pasted.text

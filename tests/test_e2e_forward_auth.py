@@ -691,7 +691,8 @@ def test_forward_auth_refuses_what_it_cannot_check_exactly(stack: Stack, tmp_pat
                     400, "invalid_request")
     for uri in ("/api/v1/customers/../invoices", "/api/v1/customers/%2e%2e/invoices",
                 "/api/v1/customers/%252e%252e/invoices", "/api/v1/customers%2f..%2finvoices",
-                "/api/v1/customers\\..\\invoices", "api/v1/customers"):
+                "/api/v1/customers\\..\\invoices", "api/v1/customers", "//customers/export",
+                "/api/v1/customers/..;/invoices/1", "/api/v1//invoices"):
         response = http.get(url, headers={**base, "x-forwarded-method": "GET",
                                           "x-forwarded-uri": uri})
         assert_envelope(response, 400, "invalid_request")

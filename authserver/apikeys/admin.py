@@ -59,9 +59,11 @@ def _expiry(expires_at: float | None, now: float) -> float | None:
     return expires_at
 
 
-def key_row(session: Session, key_id: str, org_id: str | None = None) -> ApiKey:
-    """The key; NotFound also when it belongs to another organisation than `org_id`."""
-    row = session.get(ApiKey, key_id)
+def key_row(session: Session, key_id: str, org_id: str | None = None, *,
+            lock: bool = False) -> ApiKey:
+    """The key; NotFound also when it belongs to another organisation than `org_id`. `lock`:
+    held until the transaction ends, so concurrent changes of one key go one after another."""
+    row = session.get(ApiKey, key_id, with_for_update=lock, populate_existing=lock)
     if row is None or (org_id is not None and row.org_id != org_id):
         raise NotFound(f"no API key {key_id}")
     return row
@@ -70,7 +72,7 @@ def key_row(session: Session, key_id: str, org_id: str | None = None) -> ApiKey:
 def _live_row(session: Session, key_id: str, now: float, org_id: str | None) -> ApiKey:
     """A key that may still change: not revoked, not expired, not replaced by a rotation (its
     grace period only winds it down)."""
-    row = key_row(session, key_id, org_id)
+    row = key_row(session, key_id, org_id, lock=True)
     if row.status != "active":
         raise Conflict(f"API key {key_id} is revoked")
     if row.expires_at is not None and row.expires_at <= now:
@@ -121,8 +123,9 @@ def load_key(session: Session, key_id: str) -> ApiKeyRecord | None:
     return None if row is None else _record(session, row)
 
 
-def get_key(session: Session, key_id: str, org_id: str | None = None) -> ApiKeyRecord:
-    return _record(session, key_row(session, key_id, org_id))
+def get_key(session: Session, key_id: str, org_id: str | None = None, *,
+            lock: bool = False) -> ApiKeyRecord:
+    return _record(session, key_row(session, key_id, org_id, lock=lock))
 
 
 def list_keys(
@@ -203,7 +206,7 @@ def revoke_key(
     session: Session, key_id: str, now: float, actor: audit.Actor, org_id: str | None = None
 ) -> ApiKeyRecord:
     """Revoke at once; a repeat is a no-op."""
-    row = key_row(session, key_id, org_id)
+    row = key_row(session, key_id, org_id, lock=True)
     if row.status == "active":
         row.status, row.revoked_at, row.updated_at = "revoked", now, now
         events.record(session, "api_key.revoked", key_id, now, row.org_id)

@@ -57,8 +57,8 @@ class ClientUpdate:
 
 def _check_name(name: str) -> str:
     name = name.strip()
-    if not name or len(name) > 200:
-        raise Invalid("name: must be 1 to 200 characters")
+    if not name or len(name) > 200 or not name.isprintable():
+        raise Invalid("name: must be 1 to 200 printable characters")
     return name
 
 
@@ -88,8 +88,9 @@ def cutoff(now: float) -> float:
     return float(math.floor(now) + 1)
 
 
-def client_row(session: Session, client_id: str) -> Client:
-    row = session.get(Client, client_id)
+def client_row(session: Session, client_id: str, *, lock: bool = False) -> Client:
+    """`lock`: held until the transaction ends (concurrent changes go one after another)."""
+    row = session.get(Client, client_id, with_for_update=lock, populate_existing=lock)
     if row is None:
         raise NotFound(f"no client {client_id}")
     return row
@@ -172,7 +173,7 @@ def update_client(
 ) -> ClientRecord:
     """Change a client. Narrowing what tokens may do (scopes, IP allowlist, resources) also
     cuts off every token issued before now."""
-    row = client_row(session, client_id)
+    row = client_row(session, client_id, lock=True)
     changed: list[str] = []
     if change.name is not None:
         row.name = _check_name(change.name)
@@ -211,7 +212,7 @@ def set_disabled(
     actor: audit.Actor = audit.SYSTEM,
 ) -> ClientRecord:
     """Disable (cutting off its tokens) or re-enable a client; a repeat is a no-op."""
-    row = client_row(session, client_id)
+    row = client_row(session, client_id, lock=True)
     status = "disabled" if disabled else "active"
     if row.status == status:
         return ClientRecord.from_row(row)
@@ -229,7 +230,7 @@ def set_disabled(
 def delete_client(
     session: Session, client_id: str, now: float, actor: audit.Actor = audit.SYSTEM,
 ) -> None:
-    row = client_row(session, client_id)
+    row = client_row(session, client_id, lock=True)
     events.record(session, "client.deleted", client_id, now, row.org_id,
                   {"tokens_valid_after": cutoff(now)})
     audit.record(session, actor, "client.delete", client_id, now, org_id=row.org_id,
@@ -241,7 +242,7 @@ def rotate_secret(
     session: Session, client_id: str, now: float, actor: audit.Actor = audit.SYSTEM,
 ) -> str:
     """A new secret (shown once); the old one stops working at once. Tokens live on."""
-    row = client_row(session, client_id)
+    row = client_row(session, client_id, lock=True)
     if row.auth_method not in SECRET_METHODS:
         raise Invalid(f"this client authenticates with {row.auth_method} and has no secret")
     secret = hashing.new_secret(hashing.CLIENT_SECRET_PREFIX)

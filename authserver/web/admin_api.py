@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -136,7 +136,7 @@ def page_size(request: Request, default: int = 100) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise invalid_body(f"limit: 1 to {MAX_PAGE}")
     return int(raw)
 
@@ -264,6 +264,14 @@ class AdminApi:
             raise unauthenticated("invalid_token",
                                   "The access token is invalid, expired or revoked",
                                   challenge='Bearer realm="authserver", error="invalid_token"')
+        audience = self.settings.issuer.rstrip("/") + API_PREFIX
+        aud = claims.get("aud")
+        if audience not in (aud if isinstance(aud, list) else [aud]):
+            # A token for some other API must not open this one (its holder could replay it).
+            raise unauthenticated("invalid_token",
+                                  f"The access token was not issued for this API; request it "
+                                  f"with resource={audience}",
+                                  challenge='Bearer realm="authserver", error="invalid_token"')
         client_id, org_id = str(claims["client_id"]), str(claims.get("org_id", ""))
         await enforce(self.limits, await self.limits.client.check(client_id), org_id)
         return Caller(tuple(str(claims.get("scope", "")).split()), org_id,
@@ -305,6 +313,9 @@ class AdminApi:
             raise invalid_body(str(exc)) from exc
         except Conflict as exc:
             raise ApiError(409, "invalid_request_error", "conflict", str(exc)) from exc
+        except DataError as exc:  # e.g. a NUL character, which PostgreSQL cannot store
+            raise invalid_body("A value cannot be stored as given (a NUL character, or a "
+                               "number out of range)") from exc
         except SQLAlchemyError as exc:
             raise unavailable("The store is unavailable; nothing was changed; retry "
                               "shortly") from exc

@@ -1,8 +1,9 @@
 """Operator resources of the admin API: initial access tokens (`/api/v1/registration-tokens`),
 signing keys (`/api/v1/signing-keys`) and the audit log (`/api/v1/audit-events`).
 
-Registration tokens and signing keys belong to no organisation: only operator callers may use
-them. The audit log shows other callers their own organisation's entries.
+Registration tokens and signing-key changes belong to no organisation: only operator callers
+may make them (the list of signing keys is public anyway, in the JWKS). The audit log shows
+other callers their own organisation's entries.
 """
 
 from __future__ import annotations
@@ -68,15 +69,16 @@ class OperatorEndpoints(AdminApi):
         _operator(caller, "registration-tokens.create")
         body = await self.body(request)
         scopes = body_strs(body, "scopes")
-        if scopes is not None:
-            caller.may_grant(scopes)
+        if scopes is None:
+            scopes = tuple(self.settings.registration.open_scopes)
+        caller.may_grant(scopes)
         max_uses = body_number(body, "max_uses")
-        if max_uses is not None and max_uses != int(max_uses):
-            raise invalid_body("max_uses: a whole number")
+        if max_uses is not None and (max_uses != int(max_uses) or not 1 <= max_uses <= 2**31 - 1):
+            raise invalid_body("max_uses: a whole number from 1 to 2147483647")
         now = self.now()
         new = await self.write(lambda s: registration.create_access_token(
             s, self.catalog, now,
-            scopes=scopes if scopes is not None else tuple(self.settings.registration.open_scopes),
+            scopes=scopes,
             max_uses=None if max_uses is None else int(max_uses),
             expires_in=body_number(body, "expires_in"),
             description=body_str(body, "description") or "", actor=caller.actor))

@@ -12,6 +12,7 @@ from authserver.apikeys import ApiKeyRecord
 from authserver.errors import invalid_api_key, invalid_body
 from authserver.web.admin_api import (
     AdminApi,
+    Caller,
     body_expiry,
     body_limits,
     body_number,
@@ -72,7 +73,7 @@ class ApiKeyEndpoints(AdminApi):
     async def show_key(self, request: Request) -> Response:
         caller = await self.caller(request)
         caller.need("api-keys", "read")
-        key_id = request.path_params["key_id"]
+        key_id = self._key_id(request)
         record = await self.read(lambda s: apikeys.get_key(s, key_id, caller.org_filter()))
         return self.respond(request, record.public_dict(self.now()))
 
@@ -90,9 +91,14 @@ class ApiKeyEndpoints(AdminApi):
             ip_allow=body_strs(body, "ip_allowlist"), expires_at=body_expiry(body, now),
             clear_expiry=clear, rate_limits=body_limits(body),
         )
-        key_id = request.path_params["key_id"]
-        record = await self.write(lambda s: apikeys.update_key(
-            s, self.catalog, key_id, update, now, caller.actor, caller.org_filter()))
+        key_id = self._key_id(request)
+
+        def change(session: Session) -> ApiKeyRecord:
+            self._may_change(session, caller, key_id)
+            return apikeys.update_key(session, self.catalog, key_id, update, now, caller.actor,
+                                      caller.org_filter())
+
+        record = await self.write(change)
         self.key_cache.invalidate([key_id])
         return self.respond(request, record.public_dict(now))
 
@@ -102,11 +108,10 @@ class ApiKeyEndpoints(AdminApi):
         body = await self.body(request, optional=True)
         grace = body_number(body, "grace_period") or 0.0
         now = self.now()
-        key_id = request.path_params["key_id"]
+        key_id = self._key_id(request)
 
         def rotate(session: Session) -> tuple[ApiKeyRecord, str]:
-            current = apikeys.get_key(session, key_id, caller.org_filter())
-            caller.may_grant(current.permissions)
+            self._may_change(session, caller, key_id)
             return apikeys.rotate_key(session, key_id, self.prefix, now, caller.actor,
                                       grace=grace, org_id=caller.org_filter())
 
@@ -118,9 +123,27 @@ class ApiKeyEndpoints(AdminApi):
         caller = await self.caller(request)
         caller.need("api-keys", "delete")
         now = self.now()
-        key_id = request.path_params["key_id"]
-        record = await self.write(lambda s: apikeys.revoke_key(
-            s, key_id, now, caller.actor, caller.org_filter()))
+        key_id = self._key_id(request)
+        def revoke(session: Session) -> ApiKeyRecord:
+            self._may_change(session, caller, key_id)
+            return apikeys.revoke_key(session, key_id, now, caller.actor, caller.org_filter())
+
+        record = await self.write(revoke)
         self.key_cache.invalidate([key_id])
         return self.respond(request, record.public_dict(now))
+
+    def _key_id(self, request: Request) -> str:
+        """The id in the path; a whole key pasted there is refused without echoing it."""
+        key_id = str(request.path_params["key_id"])
+        if apikeys.looks_like_key(key_id, self.prefix):
+            raise invalid_body("That is an API key, not its id (key_...); the key was not "
+                               "used, but treat it as exposed and rotate it")
+        return key_id
+
+    @staticmethod
+    def _may_change(session: Session, caller: Caller, key_id: str) -> None:
+        """A caller changes only keys it could have made: holding every permission of the key
+        (else rotating or loosening it would hand the caller those permissions)."""
+        current = apikeys.get_key(session, key_id, caller.org_filter(), lock=True)
+        caller.may_grant(current.permissions)
 

@@ -41,11 +41,15 @@ def _scopes(body: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 class ClientEndpoints(AdminApi):
-    async def _own(self, caller: Caller, client_id: str) -> ClientRecord:
-        """The client, 404 also when it belongs to an organisation the caller cannot see."""
+    async def _own(self, caller: Caller, client_id: str, change: bool = True) -> ClientRecord:
+        """The client, 404 also when it belongs to an organisation the caller cannot see. To
+        change it, the caller must hold every scope it has: otherwise rotating its secret (or
+        loosening its allowlist) would hand the caller those scopes."""
         record = await self.read(lambda s: clients.get_client(s, client_id))
         if caller.org_filter() not in (None, record.org_id):
             raise not_found(f"no client {client_id}")
+        if change:
+            caller.may_grant(tuple(sorted(record.scopes)))
         return record
 
     async def list_clients(self, request: Request) -> Response:
@@ -96,7 +100,7 @@ class ClientEndpoints(AdminApi):
     async def show_client(self, request: Request) -> Response:
         caller = await self.caller(request)
         caller.need("clients", "read")
-        record = await self._own(caller, request.path_params["client_id"])
+        record = await self._own(caller, request.path_params["client_id"], change=False)
         return self.respond(request, record.public_dict())
 
     async def update_client(self, request: Request) -> Response:

@@ -17,10 +17,12 @@ API_KEY_HEADER = "x-api-key"
 QUERY_WARNING = ('299 - "Sending the API key in the query string is deprecated; '
                  'use the x-api-key header"')
 _IN_QUERY = re.compile(r"(?i)([?&]x-api-key=)[^&\s\"]*")
+# Anything shaped like one of our keys, wherever it appears (e.g. pasted into a URL path).
+_KEY_SHAPED = re.compile(r"\b([a-z][a-z0-9]{0,15}_(?:live|test)_)[0-9A-Za-z]{16,}")
 
 
 def redact(text: str) -> str:
-    return _IN_QUERY.sub(r"\1[redacted]", text)
+    return _KEY_SHAPED.sub(r"\1[redacted]", _IN_QUERY.sub(r"\1[redacted]", text))
 
 
 def install_log_redaction() -> None:
@@ -34,7 +36,7 @@ def install_log_redaction() -> None:
         record = current(*args, **kwargs)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        if isinstance(record.msg, str) and "x-api-key" in record.msg.lower():
+        if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         return record
 

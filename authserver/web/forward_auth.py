@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,14 +44,18 @@ URI_HEADER = "x-forwarded-uri"
 
 
 def checked_path(raw: str) -> str:
-    """The path as the upstream will see it, once percent-decoded. Dot segments, encoded
-    slashes or dots left after decoding, and backslashes are refused rather than resolved: the
+    """The path as the upstream will see it, once percent-decoded. Dot segments (also `..;x`),
+    empty segments, encoded slashes or dots, and backslashes are refused rather than resolved: the
     upstream might resolve them differently, and a permission checked for `/customers/..`
     must never open `/invoices`."""
     path = unquote(raw)
     lowered = path.lower() + " " + raw.lower()
+    # A segment as servlet containers see it: `..;x` is `..`. Inner empty segments (`//`) are
+    # refused too: some servers merge them, and `//host/x` is not a path to everyone.
+    segments = [seg.split(";", 1)[0] for seg in path.split("/")[1:]]
     if not path.startswith("/") or "\\" in path or "%2e" in lowered or "%2f" in lowered or \
-            "%5c" in lowered or any(seg in (".", "..") for seg in path.split("/")):
+            "%5c" in lowered or any(seg in (".", "..") for seg in segments) or \
+            "" in segments[:-1]:
         raise invalid_body("The original path must be absolute and normalised (no dot "
                            "segments, no encoded slashes or dots)")
     return path
@@ -104,8 +108,9 @@ class ForwardAuth:
             if not method or not uri:
                 raise invalid_body(f"{METHOD_HEADER} and {URI_HEADER} are required: the proxy "
                                    "must send the original method and URI")
-        parts = urlsplit(uri)
-        return Original(method.upper(), checked_path(parts.path), parse_qs(parts.query),
+        # Not urlsplit: it would read `//customers/x` as a host and a path.
+        path, _, query = uri.partition("#")[0].partition("?")
+        return Original(method.upper(), checked_path(path), parse_qs(query),
                         client_address(request.scope, self.trusted))
 
     async def check(self, request: Request) -> Response:
