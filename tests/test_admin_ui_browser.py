@@ -105,9 +105,8 @@ def test_operator_walk_through(live: LiveServer, browser: Browser) -> None:
     problems: list[str] = []  # script errors, CSP violations, failed loads
 
     def console(message: ConsoleMessage) -> None:
-        where = message.location.get("url", "")
-        if message.type == "error" and not where.endswith("/favicon.ico"):  # there is none
-            problems.append(f"{where}: {message.text}")
+        if message.type == "error":
+            problems.append(f"{message.location.get('url', '')}: {message.text}")
 
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.on("console", console)

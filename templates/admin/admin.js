@@ -1,0 +1,15 @@
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("[data-copy]");
+  if (!button) return;
+  const text = document.getElementById(button.dataset.copy).textContent;
+  const done = (label) => { button.textContent = label; setTimeout(() => { button.textContent = "Copy secret"; }, 4000); };
+  if (navigator.clipboard) {
+    navigator.clipboard.writeText(text).then(() => done("Copied"), () => done("Copy failed: select the text and copy it"));
+  } else {
+    done("Copying needs https: select the text and copy it");
+  }
+});
+document.addEventListener("submit", (event) => {
+  const message = event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
