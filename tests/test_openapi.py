@@ -311,4 +311,5 @@ async def test_unavailable_and_unexpected_answers_as_documented(
     transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url=api.h.settings.issuer) as http:
         failed = await Api(api.h, api.app, http)("GET", "/organizations", 500, key=admin)
-    assert failed.json()["error"] == "server_error"
+    error = failed.json()["error"]
+    assert error["code"] == "server_error" and error["request_id"] in error["message"]

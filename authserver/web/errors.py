@@ -16,6 +16,8 @@ log = logging.getLogger("authserver.errors")
 # RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
 _DESCRIPTION_UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
+# Paths answered in the platform envelope (DESIGN.md); the rest speak RFC 6749.
+PLATFORM_PATHS = ("/api/", "/forward-auth")
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 _API_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
               404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
@@ -84,6 +86,8 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
     rid = request_id(request)
     log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, rid,
               exc_info=(type(exc), exc, exc.__traceback__))
-    body = {"error": "server_error",
-            "error_description": f"Unexpected error; quote request id {rid}"}
+    message = f"Unexpected error; quote request id {rid}"
+    if request.url.path.startswith(PLATFORM_PATHS):  # the platform APIs: the envelope
+        return api_error_response(ApiError(500, "api_error", "server_error", message), rid)
+    body = {"error": "server_error", "error_description": message}
     return Response(orjson.dumps(body), 500, NO_STORE, "application/json")

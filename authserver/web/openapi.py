@@ -284,7 +284,7 @@ Callers authenticate with an API key (`x-api-key` header) or an access token of 
 `*`). A caller sees its own organisation only, except callers of the operator organisation
 (`org_default`), which see every one. A credential can hand out only permissions it holds.
 
-Errors use one envelope (`Error`); an unexpected failure is a 500 `ServerError`. Every answer
+Errors use one envelope (`Error`), an unexpected failure (500 `server_error`) too. Every answer
 carries `Cache-Control: no-store` (this document: `public`) and `X-Request-Id`; an API key sent
 in the query string (deprecated) gets `Deprecation: true` and a `Warning`. See
 docs/admin-api.md.

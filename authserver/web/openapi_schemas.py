@@ -129,9 +129,6 @@ SCHEMAS: dict[str, Schema] = {
                   "not_found_error", "rate_limit_error", "api_error"),
         code=STR, message=STR, status=INT, request_id=STR,
         details={"type": "object", "description": "present only when there are details"})),
-    "ServerError": record("An unexpected failure (RFC 6749 style, not the envelope); the "
-                          "log has the details under the request id.",
-                          error={"const": "server_error"}, error_description=STR),
 }
 
 # status → (description, error type, codes, required details)
@@ -181,5 +178,6 @@ def error_response(status: str) -> Schema:
 
 
 RESPONSES: dict[str, Schema] = {f"E{s}": error_response(s) for s in ERRORS}
-RESPONSES["E500"] = {"description": "An unexpected failure",
-                     "content": {"application/json": {"schema": ref("ServerError")}}}
+RESPONSES["E500"] = {"description": "An unexpected failure (code server_error); the log has "
+                     "the details under the request id",
+                     "content": {"application/json": {"schema": ref("Error")}}}
