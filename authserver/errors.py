@@ -209,7 +209,7 @@ def rate_limit_exceeded(retry_after: int, scope: str) -> ApiError:
 
 
 def not_found(what: str, code: str = "not_found") -> ApiError:
-    return ApiError(404, "invalid_request_error", code, what)
+    return ApiError(404, "not_found_error", code, what)
 
 
 def invalid_body(message: str) -> ApiError:

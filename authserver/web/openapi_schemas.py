@@ -143,7 +143,7 @@ ERRORS: dict[str, tuple[str, str, tuple[str, ...], Schema | None]] = {
             ("insufficient_permissions",),
             record("Always present.", required=STR)),
     "404": ("No such object, or one of an organisation the caller cannot see",
-            "invalid_request_error", ("not_found", "organization_not_found"), None),
+            "not_found_error", ("not_found", "organization_not_found"), None),
     "409": ("The change contradicts the current state", "invalid_request_error",
             ("conflict",), None),
     "413": ("The body is larger than `server.max_body_bytes`", "invalid_request_error",
