@@ -437,3 +437,22 @@ async def test_changing_a_key_needs_its_permissions(harness: AppHarness) -> None
     pasted = await h.http.get(f"{KEYS}/{strong}", headers=auth)
     assert_envelope(pasted, 400, "invalid_request")
     assert strong not in pasted.text
+
+
+async def test_api_keys_are_paged(harness: AppHarness) -> None:
+    h = harness
+    _, admin = new_key(h, "org_default", "*")
+    made = []
+    for _ in range(4):
+        h.runtime.clock.advance(1)  # type: ignore[attr-defined]  # the harness's FakeClock
+        made.append(new_key(h, "org_default", "invoices.read")[0])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        body = (await h.http.get(KEYS, params=params, headers={"x-api-key": admin})).json()
+        seen += [k["id"] for k in body["data"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen[1:] == made and len(seen) == 5  # the admin key first, oldest first

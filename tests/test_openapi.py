@@ -145,6 +145,7 @@ async def test_every_route_answers_as_documented(api: Api) -> None:
     await api("GET", "/api-keys", 200, key=admin, params={"org_id": org,
                                                           "include_revoked": "true"})
     await api("GET", "/api-keys", 404, key=tenant, params={"org_id": "org_default"})
+    await api("GET", "/api-keys", 400, key=admin, params={"cursor": "nope"}, valid=False)
     await api("GET", f"/api-keys/{key_id}", 200, key=admin)
     await api("PATCH", f"/api-keys/{key_id}", 200, key=admin,
               json={"name": "billing 2", "expires_at": None})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from authserver import audit, events, hashing
@@ -129,13 +129,19 @@ def get_key(session: Session, key_id: str, org_id: str | None = None, *,
 
 
 def list_keys(
-    session: Session, org_id: str | None = None, *, include_revoked: bool = False
+    session: Session, org_id: str | None = None, *, include_revoked: bool = False,
+    after: tuple[float, str] | None = None, limit: int | None = None,
 ) -> list[ApiKeyRecord]:
+    """Oldest first; `after` (created_at, id) and `limit` page through (keyset)."""
     query = select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)
     if org_id is not None:
         query = query.where(ApiKey.org_id == org_id)
     if not include_revoked:
         query = query.where(ApiKey.status == "active")
+    if after is not None:
+        query = query.where(tuple_(ApiKey.created_at, ApiKey.id) > after)
+    if limit is not None:
+        query = query.limit(limit)
     return [_record(session, row) for row in session.scalars(query)]
 
 

@@ -18,6 +18,9 @@ from authserver.web.admin_api import (
     body_number,
     body_str,
     body_strs,
+    decode_cursor,
+    page,
+    page_size,
 )
 
 
@@ -44,9 +47,14 @@ class ApiKeyEndpoints(AdminApi):
         org = request.query_params.get("org_id") or caller.org_filter()
         caller.in_scope(org)
         revoked = request.query_params.get("include_revoked") in ("1", "true")
+        limit = page_size(request)
+        after = decode_cursor(request, (float, str))
         now = self.now()
-        keys = await self.read(lambda s: apikeys.list_keys(s, org, include_revoked=revoked))
-        return self.respond(request, {"data": [k.public_dict(now) for k in keys]})
+        keys = await self.read(lambda s: apikeys.list_keys(
+            s, org, include_revoked=revoked, after=(after[0], after[1]) if after else None,
+            limit=limit))
+        return self.respond(request, page(keys, limit, lambda k: (k.created_at, k.id),
+                                          lambda k: k.public_dict(now)))
 
     async def create_key(self, request: Request) -> Response:
         caller = await self.caller(request)

@@ -129,10 +129,10 @@ PATHS: dict[str, Schema] = {
         description="Authenticated by the key itself (no permission needed); an access token "
         "gets 401 `invalid_api_key`.")},
     "/api-keys": {
-        "get": _op("listApiKeys", "api-keys", "List API keys", "api-keys.read",
-                   {"200": _json("ApiKeyList")}, "404",
+        "get": _op("listApiKeys", "api-keys", "List API keys (oldest first)", "api-keys.read",
+                   {"200": _json("ApiKeyPage")}, "400 404",
                    query=(ORG_ID, _query("include_revoked", {"type": "boolean"},
-                                         "Also revoked keys (`true` or `1`)"))),
+                                         "Also revoked keys (`true` or `1`)"), LIMIT, CURSOR)),
         "post": _op("createApiKey", "api-keys", "Create an API key", "api-keys.create",
                     {"201": _json("NewApiKey")}, "404",
                     body=_input("A new key.", ("name", "permissions"), **API_KEY_FIELDS,

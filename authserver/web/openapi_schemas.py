@@ -67,7 +67,7 @@ SCHEMAS: dict[str, Schema] = {
         ip_allowlist=STRS, expires_at=TIME_OR_NULL),
     "NewApiKey": record("The key, shown this once; only its digest is stored.",
                         api_key=ref("ApiKey"), key=STR),
-    "ApiKeyList": listing("ApiKey"),
+    "ApiKeyPage": page("ApiKey"),
     "Organization": record("An organisation; `org_default` is the operator's.",
                            id=STR, name=STR, status=enum("active", "disabled"),
                            created_at=TIME),
