@@ -115,24 +115,26 @@ class RateLimiter:
         """Count one request for `key`: None when allowed, else the seconds to wait."""
         return (await self.check(key)).retry_after
 
-    async def check(self, key: str, items: list[RateLimitItem] | None = None) -> Verdict:
-        """Count one request against each limit in turn, with what the RateLimit-* headers
-        need; `items` override the defaults. Each count is atomic (with Redis, one script),
-        so concurrent requests cannot all slip through. The limit that refuses does not count
-        the request; the limits before it in `items` already have."""
+    async def check(self, key: str, items: list[RateLimitItem] | None = None,
+                    stats: bool = True) -> Verdict:
+        """Count one request against each limit in turn; `items` override the defaults. Each
+        count is atomic (with Redis, one script), so concurrent requests cannot all slip
+        through. The limit that refuses does not count the request; the limits before it in
+        `items` already have. With `stats`, the verdict of an allowed request carries what the
+        RateLimit-* headers need (one more store call per limit); a refusal always does."""
         items = items or self.items
         try:
-            tightest: Verdict | None = None
+            tightest = Verdict(0, 0, 0, name=self.namespace)
             for item in items:
                 allowed = await self._limiter.hit(item, self.namespace, key)
-                stats = await self._limiter.get_window_stats(item, self.namespace, key)
-                reset = max(1, math.ceil(stats.reset_time - time.time()))
+                if allowed and not stats:
+                    continue
+                window = await self._limiter.get_window_stats(item, self.namespace, key)
+                reset = max(1, math.ceil(window.reset_time - time.time()))
                 if not allowed:
                     return Verdict(item.amount, 0, reset, reset, self.namespace)
-                verdict = Verdict(item.amount, stats.remaining, reset, name=self.namespace)
-                if tightest is None or verdict.remaining < tightest.remaining:
-                    tightest = verdict
-            assert tightest is not None
+                if not tightest.limit or window.remaining < tightest.remaining:
+                    tightest = Verdict(item.amount, window.remaining, reset, name=self.namespace)
             return tightest
         except Exception as exc:  # the counter store is down: fail open, loudly
             log.warning("rate-limit store failed for %s; request let through: %s",

@@ -71,11 +71,11 @@ class TokenService:
         grant_type = params.get("grant_type")
         if grant_type is None:
             raise InvalidRequest("grant_type is required")
-        _enforce(await self.limits.address.check(rate_key(request.client_ip)))
+        _enforce(await self.limits.address.check(rate_key(request.client_ip), stats=False))
         client = await self.authenticate(params, request.authorization, request.client_ip)
         _enforce(await self.limits.client.check(
-            client.client_id, self.limits.client_items(client.rate_limits)))
-        _enforce(await self.limits.organization.check(client.org_id))
+            client.client_id, self.limits.client_items(client.rate_limits), stats=False))
+        _enforce(await self.limits.organization.check(client.org_id, stats=False))
         if grant_type not in SUPPORTED_GRANTS:
             raise UnsupportedGrantType("This grant_type is not supported")
         if grant_type not in client.grant_types:

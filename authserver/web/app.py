@@ -42,7 +42,7 @@ def build_app(
     lifespan: Lifespan | None = None,
 ) -> Starlette:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
-    # Starlette tries routes in order (a regex match each): the two hot ones first.
+    # Starlette tries routes in order (a regex match each): the hot ones first.
     routes = [
         Route("/token", oauth.token, methods=["POST"]),
         Route(JWKS_PATH, wellknown.jwks, methods=["GET"]),
@@ -113,9 +113,9 @@ def build_app(
                   methods=["POST"]),
             Route(API_PREFIX + "/audit-events", o.audit_events, methods=["GET"]),
         ]
-    if forward_auth is not None:
+    if forward_auth is not None:  # a hot path too: right after /token and the JWKS
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-        routes += [
+        routes[2:2] = [
             Route(FORWARD_AUTH_PATH, forward_auth.check, methods=methods),
             Route(FORWARD_AUTH_PATH + "/{path:path}", forward_auth.check, methods=methods),
         ]

@@ -12,7 +12,7 @@ async def enforce(limits: Limits, own: Verdict, org_id: str) -> Verdict:
     if own.retry_after is not None:
         raise _too_many(own)
     if org_id:
-        org = await limits.organization.check(org_id)
+        org = await limits.organization.check(org_id, stats=False)
         if org.retry_after is not None:
             raise _too_many(org)
     return own

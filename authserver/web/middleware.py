@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import os
@@ -74,6 +75,7 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
     return hops[0] if hops and hops[0] else peer
 
 
+@functools.lru_cache(maxsize=4096)
 def _host(hop: str) -> str | None:
     """An X-Forwarded-For entry as a bare IP: some balancers append a port (`1.2.3.4:5678`,
     `[2001:db8::1]:443`). None for anything that is not an address."""
@@ -92,6 +94,13 @@ def _host(hop: str) -> str | None:
 
 
 def in_networks(address: str, networks: Sequence[Network]) -> bool:
+    return _in_networks(address, tuple(networks))
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_networks(address: str, networks: tuple[Network, ...]) -> bool:
+    """Cached: the same few proxy and client addresses come again and again (parsing one
+    with `ipaddress` costs microseconds on every request)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
