@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from authserver import audit, organizations, users
+from authserver import apikeys, audit, organizations, users
 from authserver.storage.models import AuditEntry, Client, WebSession
 from tests import factories
 from tests.conftest import AppHarness
@@ -125,6 +125,15 @@ async def test_an_org_admin_sees_only_its_organisation(harness: AppHarness) -> N
     refused = await h.http.post(f"/admin/clients/{theirs.client_id}/delete",
                                 data={"csrf_token": csrf(page)})
     assert refused.status_code == 404
+    with h.runtime.db.session(write=True) as session:
+        operator_key = apikeys.create_key(
+            session, h.runtime.catalog, apikeys.ApiKeySpec("op", "org_default", ("*",)), "as",
+            h.runtime.clock.now(), audit.Actor("test"))
+    factories.remember(operator_key[1])
+    keys_page = await h.http.get("/admin/api-keys")
+    assert operator_key[0].id not in keys_page.text
+    assert (await h.http.post(f"/admin/api-keys/{operator_key[0].id}/revoke",
+                              data={"csrf_token": csrf(page)})).status_code == 404
 
 
 async def test_https_issuer_gets_a_secure_host_cookie(tmp_path: Any) -> None:
@@ -154,3 +163,43 @@ async def test_signing_keys_page_and_rotation(harness: AppHarness) -> None:
         (entry,) = session.scalars(select(AuditEntry).where(
             AuditEntry.action == "signing_key.rotate")).all()
         assert entry.actor.startswith("user:") and entry.target in after.text
+
+
+async def test_api_keys_pages(harness: AppHarness) -> None:
+    h = harness
+    make_user(h, "alice")
+    await sign_in(h, "alice")
+    page = await h.http.get("/admin/api-keys")
+    assert page.status_code == 200
+    made = await h.http.post("/admin/api-keys", data={
+        "name": "billing", "permissions": "invoices.read", "org_id": "org_default",
+        "environment": "test", "expires_in_days": "30", "csrf_token": csrf(page)})
+    assert made.status_code == 201, made.text[:300]
+    key = factories.remember(re.search(r'id="api-key">([^<]+)<', made.text)
+                             .group(1))  # type: ignore[union-attr]
+    key_id = re.search(r'id="key-id">([^<]+)<', made.text).group(1)  # type: ignore[union-attr]
+    assert key and key.startswith("as_test_")
+    me = await h.http.get("/api/v1/api-key", headers={"x-api-key": key})
+    assert me.status_code == 200 and me.json()["permissions"] == ["invoices.read"]
+    listing = await h.http.get("/admin/api-keys")
+    assert key_id in listing.text and key not in listing.text
+    bad = await h.http.post("/admin/api-keys", data={
+        "name": "x", "permissions": "invoices.fly", "csrf_token": csrf(page)})
+    assert bad.status_code == 400 and "invoices.fly" in bad.text
+    rotated = await h.http.post(f"/admin/api-keys/{key_id}/rotate",
+                                data={"grace_hours": "0", "csrf_token": csrf(page)})
+    assert rotated.status_code == 201
+    new_key = factories.remember(re.search(r'id="api-key">([^<]+)<', rotated.text)
+                                 .group(1))  # type: ignore[union-attr]
+    assert (await h.http.get("/api/v1/api-key", headers={"x-api-key": key})).status_code == 401
+    new_id = re.search(r'id="key-id">([^<]+)<', rotated.text).group(1)  # type: ignore[union-attr]
+    revoked = await h.http.post(f"/admin/api-keys/{new_id}/revoke",
+                                data={"csrf_token": csrf(page)})
+    assert revoked.status_code == 303
+    assert (await h.http.get("/api/v1/api-key",
+                             headers={"x-api-key": str(new_key)})).status_code == 401
+    with h.runtime.db.session() as session:
+        actions = [e.action for e in session.scalars(select(AuditEntry).where(
+            AuditEntry.actor.like("user:%"), AuditEntry.action.like("api_key.%"))
+            .order_by(AuditEntry.id))]
+    assert actions == ["api_key.create", "api_key.rotate", "api_key.revoke"]

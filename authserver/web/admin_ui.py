@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from authserver import audit, clients, users
+from authserver import apikeys, audit, clients, organizations, users
+from authserver.apikeys.format import Environment
 from authserver.errors import Conflict, Invalid, NotFound, OAuthError
 from authserver.storage.models import DEFAULT_ORG_ID, ApiKey, AuditEntry, Client, Organization
 from authserver.web.admin_api import AdminDeps
@@ -272,6 +273,58 @@ class AdminUi:
             raise NotFound(f"no client {client_id}")
         return record
 
+    async def key_list(self, request: Request, signed: users.SignedIn) -> Response:
+        revoked = request.query_params.get("revoked") == "1"
+        now = self.deps.clock.now()
+        found = await self.db(lambda s: apikeys.list_keys(
+            s, self.org_filter(signed), include_revoked=revoked, limit=500))
+        orgs = await self.db(organizations.list_orgs) if self.org_filter(signed) is None else []
+        return self.render(request, "api_keys.html", signed=signed, keys=found, now=now,
+                           revoked=revoked, orgs=orgs)
+
+    async def key_create(self, request: Request, signed: users.SignedIn) -> Response:
+        form: Form = request.state.form
+        now = self.deps.clock.now()
+        days = form.values.get("expires_in_days", "")
+        if days and not (days.isascii() and days.isdigit() and 0 < int(days) <= 3650):
+            raise Invalid("expires in: 1 to 3650 days, or empty for no expiry")
+        org_id = signed.user.org_id if self.org_filter(signed) else \
+            form.values.get("org_id", DEFAULT_ORG_ID)
+        environment: Environment = "test" if form.values.get("environment") == "test" \
+            else "live"
+        spec = apikeys.ApiKeySpec(
+            name=form.values.get("name", ""), org_id=org_id,
+            permissions=tuple(form.values.get("permissions", "").split()),
+            environment=environment,
+            ip_allow=tuple(form.values.get("ip_allow_text", "").split()),
+            expires_at=now + int(days) * 86400 if days else None)
+        record, key = await self.db(lambda s: apikeys.create_key(
+            s, self.deps.catalog, spec, self.settings.api_keys.prefix, now,
+            self.actor(request, signed)), write=True)
+        return self.render(request, "api_key_created.html", 201, signed, key_record=record,
+                           key=key)
+
+    async def key_action(self, request: Request, signed: users.SignedIn) -> Response:
+        key_id, action = request.path_params["key_id"], request.path_params["action"]
+        org, now, actor = self.org_filter(signed), self.deps.clock.now(), \
+            self.actor(request, signed)
+        if action == "rotate":
+            form: Form = request.state.form
+            hours = form.values.get("grace_hours", "0") or "0"
+            if not (hours.isascii() and hours.isdigit() and int(hours) <= 720):
+                raise Invalid("grace period: 0 to 720 hours")
+            record, key = await self.db(lambda s: apikeys.rotate_key(
+                s, key_id, self.settings.api_keys.prefix, now, actor,
+                grace=int(hours) * 3600.0, org_id=org), write=True)
+            self.deps.api_keys.keys.cache.invalidate([key_id])
+            return self.render(request, "api_key_created.html", 201, signed,
+                               key_record=record, key=key, rotated=key_id)
+        if action != "revoke":
+            raise NotFound(f"no action {action}")
+        await self.db(lambda s: apikeys.revoke_key(s, key_id, now, actor, org), write=True)
+        self.deps.api_keys.keys.cache.invalidate([key_id])
+        return RedirectResponse(f"{PREFIX}/api-keys", 303)
+
     async def signing_keys(self, request: Request, signed: users.SignedIn) -> Response:
         now = self.deps.clock.now()
         await anyio.to_thread.run_sync(lambda: self.deps.keyring.load(now))
@@ -330,6 +383,10 @@ def routes(ui: AdminUi) -> list[Any]:
         Route(f"{PREFIX}/clients/{{client_id}}", ui.page(ui.client_detail), methods=["GET"]),
         Route(f"{PREFIX}/clients/{{client_id}}", ui.page(ui.client_update), methods=["POST"]),
         Route(f"{PREFIX}/clients/{{client_id}}/{{action}}", ui.page(ui.client_action),
+              methods=["POST"]),
+        Route(f"{PREFIX}/api-keys", ui.page(ui.key_list), methods=["GET"]),
+        Route(f"{PREFIX}/api-keys", ui.page(ui.key_create), methods=["POST"]),
+        Route(f"{PREFIX}/api-keys/{{key_id}}/{{action}}", ui.page(ui.key_action),
               methods=["POST"]),
         Route(f"{PREFIX}/keys", ui.page(ui.signing_keys), methods=["GET"]),
         Route(f"{PREFIX}/keys/rotate", ui.page(ui.rotate_key), methods=["POST"]),
