@@ -300,6 +300,6 @@ def create_app(
                                  rt.counters, rt.clock),
         lifespan=lifespan,
     )
-    app.router.routes.extend(admin_ui_routes(AdminUi(admin)))
+    app.router.routes.extend(admin_ui_routes(AdminUi(admin, rt.tokens.rate)))
     app.state.runtime = rt
     return app

@@ -126,7 +126,7 @@ def test_operator_walk_through(live: LiveServer, browser: Browser) -> None:
         shot("dashboard")
 
         # 2. create a client in the UI; copy the secret shown once
-        page.get_by_role("link", name="Clients").click()
+        page.get_by_role("link", name="Clients", exact=True).click()
         expect(page.get_by_role("heading", name="Clients", exact=True)).to_be_visible()
         page.locator("#name").fill("billing")
         page.locator("#scope").fill("read write")
@@ -154,7 +154,7 @@ def test_operator_walk_through(live: LiveServer, browser: Browser) -> None:
         assert live_answer["active"] is True and live_answer["client_id"] == client_id
         assert live_answer["scope"] == "read write"
 
-        page.get_by_role("link", name="Clients").click()
+        page.get_by_role("link", name="Clients", exact=True).click()
         row = page.locator("tr", has=page.get_by_role("link", name="billing"))
         expect(row).to_contain_text(client_id)
         expect(row).to_contain_text("read write")

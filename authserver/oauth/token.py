@@ -30,6 +30,7 @@ from authserver.keyring import Keyring
 from authserver.oauth.client_auth import ClientAuthenticator, extract_credentials
 from authserver.ratelimit import Limits, Verdict, rate_key
 from authserver.scopes import ScopeCatalog, grant_scopes, parse_scope
+from authserver.tokenrate import TokenRate
 from authserver.tokens import IssuedToken, mint_access_token
 from authserver.uris import is_resource_uri
 
@@ -65,6 +66,7 @@ class TokenService:
         self.usage = usage
         self.limits = limits
         self.failures = failures
+        self.rate = TokenRate()  # tokens per minute in this process, for the dashboard
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
@@ -93,6 +95,7 @@ class TokenService:
             now=now, not_before=client.tokens_valid_after,
         )
         self.usage.touch(client.client_id, now)
+        self.rate.bump(now)
         body: dict[str, Any] = {
             "access_token": issued.token,
             "token_type": "Bearer",

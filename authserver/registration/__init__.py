@@ -2,6 +2,7 @@
 and the reaping of unused self-registered clients."""
 
 from authserver.registration.access_tokens import (
+    ID_PREFIX,
     AccessTokenView,
     NewAccessToken,
     create_access_token,
@@ -14,6 +15,7 @@ from authserver.registration.reaper import reap, stale_clients
 from authserver.registration.service import ClientInformation, Origin, Registrar
 
 __all__ = [
+    "ID_PREFIX",
     "AccessTokenView",
     "ClientInformation",
     "ClientMetadata",

@@ -40,12 +40,14 @@ class RegisteredClient:
                 "software_version": self.software_version}
 
 
-def list_registered(session: Session) -> list[RegisteredClient]:
-    rows = session.execute(
-        select(Client, ClientRegistration)
-        .join(ClientRegistration, ClientRegistration.client_id == Client.client_id)
-        .order_by(Client.created_at, Client.client_id)
-    )
+def list_registered(session: Session, org_id: str | None = None) -> list[RegisteredClient]:
+    """Oldest first; `org_id` keeps one organisation's."""
+    query = (select(Client, ClientRegistration)
+             .join(ClientRegistration, ClientRegistration.client_id == Client.client_id)
+             .order_by(Client.created_at, Client.client_id))
+    if org_id is not None:
+        query = query.where(Client.org_id == org_id)
+    rows = session.execute(query)
     return [RegisteredClient(ClientRecord.from_row(c), r.via, r.initial_access_token_id,
                              r.source_address, r.software_id, r.software_version)
             for c, r in rows]

@@ -2,7 +2,8 @@ document.addEventListener("click", (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
   const text = document.getElementById(button.dataset.copy).textContent;
-  const done = (label) => { button.textContent = label; setTimeout(() => { button.textContent = "Copy secret"; }, 4000); };
+  const label = button.dataset.label || (button.dataset.label = button.textContent);
+  const done = (shown) => { button.textContent = shown; setTimeout(() => { button.textContent = label; }, 4000); };
   if (navigator.clipboard) {
     navigator.clipboard.writeText(text).then(() => done("Copied"), () => done("Copy failed: select the text and copy it"));
   } else {
