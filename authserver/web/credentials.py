@@ -9,6 +9,7 @@ import re
 
 from starlette.requests import Request
 
+from authserver import hashing
 from authserver.apikeys import looks_like_key
 from authserver.errors import invalid_api_key
 
@@ -19,10 +20,15 @@ QUERY_WARNING = ('299 - "Sending the API key in the query string is deprecated; 
 _IN_QUERY = re.compile(r"(?i)([?&]x-api-key=)[^&\s\"]*")
 # Anything shaped like one of our keys, wherever it appears (e.g. pasted into a URL path).
 _KEY_SHAPED = re.compile(r"\b([a-z][a-z0-9]{0,15}_(?:live|test)_)[0-9A-Za-z]{16,}")
+# Likewise client secrets, registration access tokens and initial access tokens.
+_SECRET_SHAPED = re.compile(r"\b(" + "|".join(re.escape(p) for p in (
+    hashing.CLIENT_SECRET_PREFIX, hashing.REGISTRATION_TOKEN_PREFIX,
+    hashing.INITIAL_ACCESS_TOKEN_PREFIX)) + r")[0-9A-Za-z_-]{16,}")
 
 
 def redact(text: str) -> str:
-    return _KEY_SHAPED.sub(r"\1[redacted]", _IN_QUERY.sub(r"\1[redacted]", text))
+    text = _KEY_SHAPED.sub(r"\1[redacted]", _IN_QUERY.sub(r"\1[redacted]", text))
+    return _SECRET_SHAPED.sub(r"\1[redacted]", text)
 
 
 def install_log_redaction() -> None:

@@ -26,11 +26,11 @@ class OrganizationPages(AdminUiBase):
 
         def read(session: Session) -> dict[str, Any]:
             orgs = [o for o in organizations.list_orgs(session) if scope in (None, o.id)]
-            client_counts = dict(session.execute(
-                select(Client.org_id, func.count()).group_by(Client.org_id)).tuples())
-            key_counts = dict(session.execute(
+            client_counts = {org: n for org, n in session.execute(
+                select(Client.org_id, func.count()).group_by(Client.org_id))}
+            key_counts = {org: n for org, n in session.execute(
                 select(ApiKey.org_id, func.count()).where(ApiKey.status == "active")
-                .group_by(ApiKey.org_id)).tuples())
+                .group_by(ApiKey.org_id))}
             return {"orgs": orgs, "client_counts": client_counts, "key_counts": key_counts}
 
         found = await self.db(read)
