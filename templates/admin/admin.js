@@ -1,4 +1,9 @@
 document.addEventListener("click", (event) => {
+  if (event.target.closest("[data-back]") && window.history.length > 1) {
+    event.preventDefault();
+    window.history.back();
+    return;
+  }
   const button = event.target.closest("[data-copy]");
   if (!button) return;
   const text = document.getElementById(button.dataset.copy).textContent;
