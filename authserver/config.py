@@ -235,6 +235,36 @@ class AuditSettings(_Section):
     )
 
 
+ApprovalAction = Literal["api_key.create", "api_key.create.privileged", "organization.delete",
+                         "client.delete"]
+
+
+def _default_gated() -> list[ApprovalAction]:
+    return ["api_key.create.privileged", "organization.delete"]
+
+
+class ApprovalSettings(_Section):
+    """Quorum approval of sensitive admin actions (docs/approvals.md)."""
+
+    required: int = Field(
+        0, ge=0, le=10,
+        description="Admins other than the requester who must approve a gated action (0: off).",
+    )
+    actions: list[ApprovalAction] = Field(
+        default_factory=_default_gated,
+        description="Gated actions: api_key.create (every key), api_key.create.privileged (a "
+        "key with *, or an api_key_only scope), organization.delete, client.delete.",
+    )
+    request_lifetime: int = Field(
+        7 * 86400, ge=300, le=90 * 86400,
+        description="Seconds a request may wait for its approvals (and an approved key for "
+        "its reveal) before it expires.",
+    )
+
+    def gates(self, action: str) -> bool:
+        return self.required > 0 and action in self.actions
+
+
 class ForwardAuthSettings(_Section):
     audiences: list[str] = Field(
         default_factory=list,
@@ -314,6 +344,7 @@ class Settings(_Section):
     forward_auth: ForwardAuthSettings = Field(default_factory=ForwardAuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     admin_ui: AdminUiSettings = Field(default_factory=AdminUiSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     redis_url: str = Field(
         "", description="Redis for shared rate-limit counters (AUTHSERVER_REDIS_URL); empty: "
         "counters in process memory.",

@@ -28,6 +28,7 @@ EventType = Literal[
     "organization.updated",
     "organization.disabled",
     "organization.enabled",
+    "organization.deleted",
     "api_key.created",
     "api_key.updated",
     "api_key.rotated",

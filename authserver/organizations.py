@@ -10,13 +10,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from authserver import audit, events
 from authserver.clients import cutoff
-from authserver.errors import Invalid, NotFound
-from authserver.storage.models import Client, Organization
+from authserver.errors import Conflict, Invalid, NotFound
+from authserver.storage.models import DEFAULT_ORG_ID, ApiKey, Client, Organization, User
 
 ORG_ID_PREFIX = "org_"
 MAX_NAME = 200
@@ -70,10 +70,22 @@ def get_org(session: Session, org_id: str) -> OrgRecord:
     return OrgRecord.from_row(org_row(session, org_id))
 
 
-def list_orgs(session: Session) -> list[OrgRecord]:
-    rows = session.scalars(select(Organization).order_by(Organization.created_at,
-                                                         Organization.id))
-    return [OrgRecord.from_row(r) for r in rows]
+def list_orgs(
+    session: Session, org_id: str | None = None, *, after: tuple[float, str] | None = None,
+    limit: int | None = None,
+) -> list[OrgRecord]:
+    """Oldest first; `org_id` keeps that one only; `after` (created_at, id) and `limit` page
+    through (keyset)."""
+    query = select(Organization).order_by(Organization.created_at, Organization.id)
+    if org_id is not None:
+        query = query.where(Organization.id == org_id)
+    if after is not None:
+        query = query.where(or_(Organization.created_at > after[0],
+                                (Organization.created_at == after[0])
+                                & (Organization.id > after[1])))
+    if limit is not None:
+        query = query.limit(limit)
+    return [OrgRecord.from_row(r) for r in session.scalars(query)]
 
 
 def rename_org(
@@ -108,3 +120,41 @@ def set_org_disabled(
     audit.record(session, actor, "organization.disable" if disabled else "organization.enable",
                  org_id, now, org_id=org_id)
     return OrgRecord.from_row(row)
+
+
+def check_deletable(session: Session, org_id: str, now: float) -> Organization:
+    """The organisation, if it may be deleted now: not the operator's, and owning no client,
+    no live API key and no person (Conflict naming what is left otherwise)."""
+    if org_id == DEFAULT_ORG_ID:
+        raise Conflict("the operator organisation cannot be deleted")
+    row = org_row(session, org_id)
+    clients = session.scalar(select(func.count()).select_from(Client)
+                             .where(Client.org_id == org_id)) or 0
+    keys = session.scalar(select(func.count()).select_from(ApiKey).where(
+        ApiKey.org_id == org_id, ApiKey.status == "active",
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))) or 0
+    people = session.scalar(select(func.count()).select_from(User)
+                            .where(User.org_id == org_id)) or 0
+    left = [f"{n} {what}" for n, what in ((clients, "client(s)"), (keys, "live API key(s)"),
+                                          (people, "user(s)")) if n]
+    if left:
+        raise Conflict(f"organisation {org_id} still has {', '.join(left)}; delete or revoke "
+                       "them first")
+    return row
+
+
+def delete_org(session: Session, org_id: str, now: float, actor: audit.Actor) -> OrgRecord:
+    """Delete an empty organisation (`check_deletable`); its revoked and expired API keys go
+    with it, its usage counts and audit entries stay."""
+    row = session.get(Organization, org_id, with_for_update=True, populate_existing=True)
+    if row is None:
+        raise NotFound(f"no organisation {org_id}")
+    row = check_deletable(session, org_id, now)
+    record = OrgRecord.from_row(row)
+    session.execute(delete(ApiKey).where(ApiKey.org_id == org_id))
+    session.delete(row)
+    events.record(session, "organization.deleted", org_id, now, org_id)
+    audit.record(session, actor, "organization.delete", org_id, now, org_id=org_id,
+                 details={"name": record.name})
+    session.flush()
+    return record

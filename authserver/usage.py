@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from authserver.storage.db import upsert_adding
@@ -96,8 +96,10 @@ class UsageRow:
 def usage_report(
     session: Session, *, org_id: str | None = None, subject: str | None = None,
     since: str | None = None, until: str | None = None,
+    after: tuple[str, str] | None = None, limit: int | None = None,
 ) -> tuple[list[UsageRow], dict[str, dict[str, int]]]:
-    """Rows per subject and day (newest day first), and totals per organisation."""
+    """Rows per subject and day (newest day first), and totals per organisation (over every
+    row the filters select, whatever the page). `after` (day, subject) and `limit` page."""
     conditions: list[ColumnElement[bool]] = []
     if org_id is not None:
         conditions.append(UsageCounter.org_id == org_id)
@@ -108,9 +110,15 @@ def usage_report(
     if until is not None:
         conditions.append(UsageCounter.day <= until)
     query = select(UsageCounter).where(*conditions)
+    if after is not None:
+        query = query.where(or_(UsageCounter.day < after[0],
+                                and_(UsageCounter.day == after[0],
+                                     UsageCounter.subject > after[1])))
+    query = query.order_by(UsageCounter.day.desc(), UsageCounter.subject)
+    if limit is not None:
+        query = query.limit(limit)
     rows = [UsageRow(r.subject, r.org_id, r.day, r.reads, r.writes, r.credits)
-            for r in session.scalars(query.order_by(UsageCounter.day.desc(),
-                                                    UsageCounter.subject))]
+            for r in session.scalars(query)]
     totals_query = select(UsageCounter.org_id, func.sum(UsageCounter.reads),
                           func.sum(UsageCounter.writes), func.sum(UsageCounter.credits)
                           ).where(*conditions).group_by(UsageCounter.org_id)

@@ -3,6 +3,7 @@
 from authserver.apikeys.admin import (
     ApiKeySpec,
     ApiKeyUpdate,
+    check_spec,
     create_key,
     get_key,
     list_keys,
@@ -24,6 +25,7 @@ __all__ = [
     "ApiKeySpec",
     "ApiKeyUpdate",
     "check_permissions",
+    "check_spec",
     "create_key",
     "get_key",
     "grants",

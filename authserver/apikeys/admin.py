@@ -88,11 +88,9 @@ def _record(session: Session, row: ApiKey) -> ApiKeyRecord:
     return ApiKeyRecord.from_row(row, org_active=org is not None and org.status == "active")
 
 
-def create_key(
-    session: Session, catalog: ScopeCatalog, spec: ApiKeySpec, prefix: str, now: float,
-    actor: audit.Actor, *, action: str = "api_key.create",
-) -> tuple[ApiKeyRecord, str]:
-    """A new key and the key itself (shown once; only its digest is kept)."""
+def check_spec(session: Session, catalog: ScopeCatalog, spec: ApiKeySpec, now: float
+               ) -> ApiKeySpec:
+    """The spec, normalised, when a key could be made from it now; Invalid or NotFound."""
     if spec.environment not in ENVIRONMENTS:
         raise Invalid("environment: live or test")
     if session.get(Organization, spec.org_id) is None:
@@ -100,19 +98,33 @@ def create_key(
     permissions = check_permissions(spec.permissions, catalog.descriptions)
     if not permissions:
         raise Invalid("permissions: at least one")
+    return ApiKeySpec(
+        name=_name(spec.name), org_id=spec.org_id, permissions=permissions,
+        environment=spec.environment, ip_allow=tuple(check_cidrs(list(spec.ip_allow))),
+        expires_at=_expiry(spec.expires_at, now),
+        rate_limits=tuple(check_overrides(spec.rate_limits).items()))
+
+
+def create_key(
+    session: Session, catalog: ScopeCatalog, spec: ApiKeySpec, prefix: str, now: float,
+    actor: audit.Actor, *, action: str = "api_key.create", details: dict[str, Any] | None = None,
+) -> tuple[ApiKeyRecord, str]:
+    """A new key and the key itself (shown once; only its digest is kept). `details` add to
+    the audit entry's."""
+    spec = check_spec(session, catalog, spec, now)
     key_id, key = new_key(prefix, spec.environment)
     row = ApiKey(
-        id=key_id, digest=hashing.digest(key), org_id=spec.org_id, name=_name(spec.name),
-        environment=spec.environment, permissions=list(permissions),
-        ip_allow=check_cidrs(list(spec.ip_allow)), expires_at=_expiry(spec.expires_at, now),
-        rate_limits=check_overrides(spec.rate_limits), status="active", created_by=actor.name,
+        id=key_id, digest=hashing.digest(key), org_id=spec.org_id, name=spec.name,
+        environment=spec.environment, permissions=list(spec.permissions),
+        ip_allow=list(spec.ip_allow), expires_at=spec.expires_at,
+        rate_limits=dict(spec.rate_limits), status="active", created_by=actor.name,
         created_at=now, updated_at=now,
     )
     session.add(row)
     events.record(session, "api_key.created", key_id, now, spec.org_id)
     audit.record(session, actor, action, key_id, now, org_id=spec.org_id,
                  details={"name": row.name, "permissions": row.permissions,
-                          "environment": row.environment})
+                          "environment": row.environment, **(details or {})})
     session.flush()
     return _record(session, row), key
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from authserver import audit, hashing
@@ -85,9 +85,19 @@ def create_access_token(
     return NewAccessToken(AccessTokenView.from_row(row), token)
 
 
-def list_access_tokens(session: Session) -> list[AccessTokenView]:
-    rows = session.scalars(select(InitialAccessToken).order_by(InitialAccessToken.created_at))
-    return [AccessTokenView.from_row(row) for row in rows]
+def list_access_tokens(
+    session: Session, *, after: tuple[float, str] | None = None, limit: int | None = None,
+) -> list[AccessTokenView]:
+    """Oldest first; `after` (created_at, id) and `limit` page through (keyset)."""
+    query = select(InitialAccessToken).order_by(InitialAccessToken.created_at,
+                                                InitialAccessToken.id)
+    if after is not None:
+        query = query.where(or_(InitialAccessToken.created_at > after[0],
+                                and_(InitialAccessToken.created_at == after[0],
+                                     InitialAccessToken.id > after[1])))
+    if limit is not None:
+        query = query.limit(limit)
+    return [AccessTokenView.from_row(row) for row in session.scalars(query)]
 
 
 def revoke_access_token(

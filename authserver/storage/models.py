@@ -230,3 +230,33 @@ class WebSession(Base):
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     source: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class ApprovalRequest(Base):
+    """A gated admin action waiting for (or past) the approval of other admins. `payload` holds
+    the action's validated arguments, never a secret: an API key is made only at its reveal."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (Index("ix_approval_requests_created_at", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    action: Mapped[str] = mapped_column(String(64))
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    # What the action acts on: the organisation or client to delete, the new key's name.
+    target: Mapped[str] = mapped_column(String(200))
+    requested_by: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # pending → approved (keys, until revealed) → executed; or rejected. Expiry is derived from
+    # expires_at (pending or approved past it).
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    required_approvals: Mapped[int] = mapped_column(Integer)
+    # [{"by": actor, "at": time}, ...] in order.
+    approvals: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    # {"by": actor, "at": time, "reason": text} once rejected.
+    rejection: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    decided_at: Mapped[float | None] = mapped_column(Float, default=None)
+    executed_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # What the execution made or removed (the new key's id, the deleted object's id).
+    result: Mapped[str | None] = mapped_column(String(200), default=None)

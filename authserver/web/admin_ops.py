@@ -60,8 +60,12 @@ class OperatorEndpoints(AdminApi):
         caller.need("registration-tokens", "read")
         _operator(caller, "registration-tokens.read")
         now = self.now()
-        views = await self.read(registration.list_access_tokens)
-        return self.respond(request, {"data": [v.public_dict(now) for v in views]})
+        limit = page_size(request)
+        after = decode_cursor(request, (float, str))
+        views = await self.read(lambda s: registration.list_access_tokens(
+            s, after=(after[0], after[1]) if after else None, limit=limit))
+        return self.respond(request, page(views, limit, lambda v: (v.created_at, v.id),
+                                          lambda v: v.public_dict(now)))
 
     async def create_registration_token(self, request: Request) -> Response:
         caller = await self.caller(request)

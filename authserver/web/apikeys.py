@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authserver import apikeys
+from authserver import apikeys, approvals
 from authserver.apikeys import ApiKeyRecord
 from authserver.errors import invalid_api_key, invalid_body
 from authserver.web.admin_api import (
@@ -74,6 +74,13 @@ class ApiKeyEndpoints(AdminApi):
             ip_allow=body_strs(body, "ip_allowlist") or (), expires_at=body_expiry(body, now),
             rate_limits=body_limits(body) or (),
         )
+        gated = approvals.key_action(self.settings.approvals, self.catalog, permissions)
+        if gated is not None:  # 202: made at its reveal, after approval (docs/approvals.md)
+            expires_in = body_number(body, "expires_in")
+            view = await self.write(lambda s: approvals.request_key(
+                s, self.settings.approvals, self.catalog, gated, spec, now, caller.actor,
+                expires_in=expires_in))
+            return self.respond(request, view.public_dict(), 202)
         record, key = await self.write(lambda s: apikeys.create_key(
             s, self.catalog, spec, self.prefix, now, caller.actor))
         return self.respond(request, {"api_key": record.public_dict(now), "key": key}, 201)

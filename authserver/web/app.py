@@ -14,6 +14,7 @@ from authserver.errors import ApiError, OAuthError
 from authserver.web.admin_api import API_PREFIX
 from authserver.web.admin_ops import OperatorEndpoints
 from authserver.web.apikeys import ApiKeyEndpoints
+from authserver.web.approvals import ApprovalEndpoints
 from authserver.web.clients_admin import ClientEndpoints
 from authserver.web.errors import (
     handle_api_error,
@@ -83,6 +84,7 @@ def build_app(
             Route(API_PREFIX + "/organizations", orgs.create_org, methods=["POST"]),
             Route(API_PREFIX + "/organizations/{org_id}", orgs.show_org, methods=["GET"]),
             Route(API_PREFIX + "/organizations/{org_id}", orgs.update_org, methods=["PATCH"]),
+            Route(API_PREFIX + "/organizations/{org_id}", orgs.delete_org, methods=["DELETE"]),
             Route(API_PREFIX + "/usage", orgs.usage, methods=["GET"]),
         ]
     if admin_clients is not None:
@@ -112,6 +114,14 @@ def build_app(
             Route(API_PREFIX + "/signing-keys/{kid}/retire", o.retire_signing_key,
                   methods=["POST"]),
             Route(API_PREFIX + "/audit-events", o.audit_events, methods=["GET"]),
+        ]
+        ap = ApprovalEndpoints(o.deps)  # quorum approval (docs/approvals.md)
+        routes += [
+            Route(API_PREFIX + "/approvals", ap.list_requests, methods=["GET"]),
+            Route(API_PREFIX + "/approvals/{request_id}", ap.show_request, methods=["GET"]),
+            Route(API_PREFIX + "/approvals/{request_id}/approve", ap.approve, methods=["POST"]),
+            Route(API_PREFIX + "/approvals/{request_id}/reject", ap.reject, methods=["POST"]),
+            Route(API_PREFIX + "/approvals/{request_id}/reveal", ap.reveal, methods=["POST"]),
         ]
     if forward_auth is not None:  # a hot path too: right after /token and the JWKS
         methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authserver import clients
+from authserver import approvals, clients
 from authserver.clients import ClientRecord
 from authserver.errors import invalid_body, not_found
 from authserver.web.admin_api import (
@@ -150,6 +150,11 @@ class ClientEndpoints(AdminApi):
         client_id = request.path_params["client_id"]
         await self._own(caller, client_id)
         now = self.now()
+        gate = self.settings.approvals
+        if gate.gates("client.delete"):  # 202: deleted on the final approval
+            view = await self.write(lambda s: approvals.request_client_delete(
+                s, gate, client_id, now, caller.actor))
+            return self.respond(request, view.public_dict(), 202)
         await self.write(lambda s: clients.delete_client(s, client_id, now, caller.actor))
         self.client_cache.invalidate([client_id])
         return Response(status_code=204, headers={"cache-control": "no-store"})

@@ -113,7 +113,13 @@ CLIENT_FIELDS: dict[str, Schema] = {
     "resources": {**STRS, "description": "Allowed RFC 8707 resource (audience) URIs"},
     "rate_limits": RATE_LIMITS,
 }
-_KEY, _CLIENT = _path("key_id"), _path("client_id")
+_KEY, _CLIENT, _APR = _path("key_id"), _path("client_id"), _path("request_id")
+
+
+def _approval(what: str) -> Schema:
+    return {"description": f"Quorum approval is required: {what} waits for the approval "
+            "request in the body (docs/approvals.md)",
+            "content": {"application/json": {"schema": ref("Approval")}}}
 
 PATHS: dict[str, Schema] = {
     "/openapi.json": {"get": {
@@ -134,7 +140,7 @@ PATHS: dict[str, Schema] = {
                    query=(ORG_ID, _query("include_revoked", {"type": "boolean"},
                                          "Also revoked keys (`true` or `1`)"), LIMIT, CURSOR)),
         "post": _op("createApiKey", "api-keys", "Create an API key", "api-keys.create",
-                    {"201": _json("NewApiKey")}, "404",
+                    {"201": _json("NewApiKey"), "202": _approval("a key")}, "404",
                     body=_input("A new key.", ("name", "permissions"), **API_KEY_FIELDS,
                                 org_id={"type": "string", "description": "Default: the "
                                         "caller's organisation"},
@@ -162,8 +168,9 @@ PATHS: dict[str, Schema] = {
         "revokeApiKey", "api-keys", "Revoke an API key (a repeat is a no-op)", "api-keys.delete",
         {"200": _json("ApiKey")}, "404")},
     "/organizations": {
-        "get": _op("listOrganizations", "organizations", "List organisations",
-                   "organizations.read", {"200": _json("OrganizationList")}),
+        "get": _op("listOrganizations", "organizations", "List organisations (oldest first)",
+                   "organizations.read", {"200": _json("OrganizationPage")}, "400",
+                   query=(LIMIT, CURSOR)),
         "post": _op("createOrganization", "organizations", "Create an organisation",
                     "organizations.create", {"201": _json("Organization")},
                     operator=True, body=_input("A new organisation.", ("name",),
@@ -179,13 +186,20 @@ PATHS: dict[str, Schema] = {
                                  disabled={"type": "boolean"}),
                      description="`disabled` needs a caller of the operator organisation, "
                      "which itself cannot be disabled (403)."),
+        "delete": _op("deleteOrganization", "organizations", "Delete an organisation",
+                      "organizations.delete", {"204": {"description": "Deleted"},
+                                               "202": _approval("the deletion")}, "404 409",
+                      operator=True,
+                      description="Only an organisation without clients, live API keys or "
+                      "people (409 names what is left), never `org_default` (409)."),
     },
     "/usage": {"get": _op(
         "getUsage", "usage", "Usage per subject and day, totals per organisation", "usage.read",
         {"200": _json("UsageReport")}, "400 404",
         query=(ORG_ID, _query("subject", STR, "An API key id or client id"),
                _query("since", {"type": "string", "format": "date"}, "First day (UTC)"),
-               _query("until", {"type": "string", "format": "date"}, "Last day (UTC)")))},
+               _query("until", {"type": "string", "format": "date"}, "Last day (UTC)"),
+               LIMIT, CURSOR))},
     "/clients": {
         "get": _op("listClients", "clients", "List OAuth clients (oldest first)", "clients.read",
                    {"200": _json("ClientPage")}, "400 404",
@@ -216,7 +230,8 @@ PATHS: dict[str, Schema] = {
                                  "resources cuts off the client's earlier tokens.",
                                  **CLIENT_FIELDS)),
         "delete": _op("deleteClient", "clients", "Delete a client (its tokens die)",
-                      "clients.delete", {"204": {"description": "Deleted"}}, "404"),
+                      "clients.delete", {"204": {"description": "Deleted"},
+                                         "202": _approval("the deletion")}, "404"),
     },
     "/clients/{client_id}/disable": {"parameters": [_CLIENT], "post": _op(
         "disableClient", "clients", "Disable a client (its tokens die)", "clients.update",
@@ -230,8 +245,9 @@ PATHS: dict[str, Schema] = {
         description="400 for a client that has no secret (private_key_jwt).")},
     "/registration-tokens": {
         "get": _op("listRegistrationTokens", "registration-tokens",
-                   "List initial access tokens", "registration-tokens.read",
-                   {"200": _json("RegistrationTokenList")}, operator=True),
+                   "List initial access tokens (oldest first)", "registration-tokens.read",
+                   {"200": _json("RegistrationTokenPage")}, "400", operator=True,
+                   query=(LIMIT, CURSOR)),
         "post": _op("createRegistrationToken", "registration-tokens",
                     "Create an initial access token", "registration-tokens.create",
                     {"201": _json("NewRegistrationToken")}, operator=True,
@@ -273,11 +289,38 @@ PATHS: dict[str, Schema] = {
                _query("target", STR, "Exact"), ORG_ID, _query("outcome", STR, "Exact"),
                _query("since", {"type": "number"}, "Unix seconds, inclusive"),
                _query("until", {"type": "number"}, "Unix seconds"), LIMIT, CURSOR))},
+    "/approvals": {"get": _op(
+        "listApprovals", "approvals", "List approval requests (oldest first)",
+        "approvals.read", {"200": _json("ApprovalPage")}, "400 404",
+        query=(ORG_ID, _query("state", enum("pending", "approved", "rejected", "expired",
+                                            "executed"), "This state only"), LIMIT, CURSOR))},
+    "/approvals/{request_id}": {"parameters": [_APR], "get": _op(
+        "getApproval", "approvals", "Show an approval request", "approvals.read",
+        {"200": _json("Approval")}, "404")},
+    "/approvals/{request_id}/approve": {"parameters": [_APR], "post": _op(
+        "approveApproval", "approvals", "Approve a request", "approvals.update",
+        {"200": _json("Approval")}, "404 409",
+        description="Also needs what the action needs: `api-keys.create` and every "
+        "permission of the key; `organizations.delete` in the operator organisation; "
+        "`clients.delete` and every scope of the client. The requester, and credentials it "
+        "made, cannot approve (403); each approves once (409). The final approval of a "
+        "delete runs it.")},
+    "/approvals/{request_id}/reject": {"parameters": [_APR], "post": _op(
+        "rejectApproval", "approvals", "Reject a request (one rejection ends it)",
+        "approvals.update", {"200": _json("Approval")}, "404 409", optional_body=True,
+        body=_input("Optional.", reason={"type": "string", "maxLength": 500}),
+        description="The requester may withdraw its own request this way.")},
+    "/approvals/{request_id}/reveal": {"parameters": [_APR], "post": _op(
+        "revealApproval", "approvals", "Make and show an approved API key, once",
+        "api-keys.create", {"201": _json("RevealedApiKey")}, "400 404 409",
+        description="For the requester only (403 for anyone else), and only once: a second "
+        "reveal is 409. 400 for a request that is not an API key request.")},
 }
 
 DESCRIPTION = """\
 The admin API of authserver: OAuth clients, organisations, API keys, usage, initial access
-tokens, signing keys and the audit log. Paths are relative to the server's issuer URL.
+tokens, signing keys, the audit log and quorum approval of gated actions. Paths are relative
+to the server's issuer URL.
 
 Callers authenticate with an API key (`x-api-key` header) or an access token of this server
 (`Authorization: Bearer`), whose scopes serve as permissions (`resource.action`, wildcards
@@ -298,7 +341,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "authserver admin API", "version": "1", "description": DESCRIPTION},
         "tags": [{"name": t} for t in ("clients", "organizations", "api-keys", "usage",
                                        "registration-tokens", "signing-keys", "audit-events",
-                                       "meta")],
+                                       "approvals", "meta")],
         "paths": {API_PREFIX + path: item for path, item in PATHS.items()},
         "components": {
             "schemas": SCHEMAS, "responses": RESPONSES,

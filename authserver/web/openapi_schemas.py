@@ -71,13 +71,14 @@ SCHEMAS: dict[str, Schema] = {
     "Organization": record("An organisation; `org_default` is the operator's.",
                            id=STR, name=STR, status=enum("active", "disabled"),
                            created_at=TIME),
-    "OrganizationList": listing("Organization"),
+    "OrganizationPage": page("Organization"),
     "UsageRow": record("Allowed forward-auth requests of one subject on one UTC day.",
                        subject=STR, org_id=STR, day={"type": "string", "format": "date"},
                        reads=INT, writes=INT, credits=INT),
     "UsageReport": record(
-        "Rows (newest day first) and totals per organisation id (not paged).",
-        data={"type": "array", "items": ref("UsageRow")},
+        "One page of rows (newest day first; `next_cursor` as in every paged list) and the "
+        "totals per organisation id over every row the filters select.",
+        data={"type": "array", "items": ref("UsageRow")}, next_cursor=STR_OR_NULL,
         totals={"type": "object", "additionalProperties": record(
             "Totals of one organisation.", reads=INT, writes=INT, credits=INT)}),
     "Client": record(
@@ -104,7 +105,7 @@ SCHEMAS: dict[str, Schema] = {
         state=enum("active", "revoked", "expired", "used up")),
     "NewRegistrationToken": record("The token, shown this once; only its digest is stored.",
                                    registration_token=ref("RegistrationToken"), token=STR),
-    "RegistrationTokenList": listing("RegistrationToken"),
+    "RegistrationTokenPage": page("RegistrationToken"),
     "SigningKey": record(
         "A signing key's place in its lifecycle (published → active → retired → expired).",
         kid=STR, alg=enum(*ALGORITHMS),
@@ -123,6 +124,28 @@ SCHEMAS: dict[str, Schema] = {
         action=STR, target=STR, org_id=STR_OR_NULL, outcome=STR, source=STR_OR_NULL,
         request_id=STR_OR_NULL, details={"type": "object"}),
     "AuditEventPage": page("AuditEvent"),
+    "Approval": record(
+        "A request for a gated action (docs/approvals.md); `payload` holds the action's "
+        "arguments, never a secret.",
+        id=STR, action=enum("api_key.create", "api_key.create.privileged",
+                            "organization.delete", "client.delete"),
+        org_id=STR, target={"type": "string", "description": "The organisation or client to "
+                            "delete, or the new key's name"},
+        requested_by=STR, payload={"type": "object"},
+        state=enum("pending", "approved", "rejected", "expired", "executed"),
+        required_approvals=INT,
+        approvals_needed={"type": "integer", "description": "Approvals still missing (0 "
+                          "unless pending)"},
+        approvals={"type": "array", "items": record("One approval.", by=STR, at=TIME)},
+        rejection={**record("Who rejected, when, why.", by=STR, at=TIME, reason=STR),
+                   "type": ["object", "null"]},
+        created_at=TIME, expires_at={**TIME, "description": "Unix seconds; for an approved "
+                                     "key request, the end of its reveal window"},
+        decided_at=TIME_OR_NULL, executed_at=TIME_OR_NULL,
+        result={**STR_OR_NULL, "description": "The new key's id, or the deleted object's"}),
+    "ApprovalPage": page("Approval"),
+    "RevealedApiKey": record("The approved key, made now and shown this once.",
+                             approval=ref("Approval"), api_key=ref("ApiKey"), key=STR),
     "Error": record("The platform error envelope.", error=record(
         "What went wrong.", ("details",),
         type=enum("invalid_request_error", "authentication_error", "permission_error",

@@ -1,4 +1,5 @@
-"""Organisations (`/api/v1/organizations`) and usage (`/api/v1/usage`) in the admin API."""
+"""Organisations (`/api/v1/organizations`) and usage (`/api/v1/usage`) in the admin API; both
+lists are paged (`limit`, `cursor`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,18 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authserver import organizations
+from authserver import approvals, organizations
 from authserver.errors import insufficient_permissions, invalid_body
-from authserver.usage import usage_report
-from authserver.web.admin_api import OPERATOR_ORG, AdminApi, Caller, body_str
+from authserver.usage import UsageRow, usage_report
+from authserver.web.admin_api import (
+    OPERATOR_ORG,
+    AdminApi,
+    Caller,
+    body_str,
+    decode_cursor,
+    page,
+    page_size,
+)
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -22,10 +31,13 @@ class OrganizationEndpoints(AdminApi):
     async def list_orgs(self, request: Request) -> Response:
         caller = await self.caller(request)
         caller.need("organizations", "read")
-        orgs = await self.read(organizations.list_orgs)
+        limit = page_size(request)
+        after = decode_cursor(request, (float, str))
         scope = caller.org_filter()
-        return self.respond(request, {"data": [o.public_dict() for o in orgs
-                                               if scope in (None, o.id)]})
+        orgs = await self.read(lambda s: organizations.list_orgs(
+            s, scope, after=(after[0], after[1]) if after else None, limit=limit))
+        return self.respond(request, page(orgs, limit, lambda o: (o.created_at, o.id),
+                                          organizations.OrgRecord.public_dict))
 
     async def create_org(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -74,6 +86,25 @@ class OrganizationEndpoints(AdminApi):
             self.client_cache.clear()
         return self.respond(request, org.public_dict())
 
+    async def delete_org(self, request: Request) -> Response:
+        """An organisation without clients, live API keys or people (else 409); operator
+        callers only; quorum-approved when `organization.delete` is gated (202)."""
+        caller = await self.caller(request)
+        caller.need("organizations", "delete")
+        org_id = self._org_in_scope(caller, request)
+        if not caller.operator:
+            raise insufficient_permissions("organizations.delete (operator organisation)")
+        now = self.now()
+        gate = self.settings.approvals
+        if gate.gates("organization.delete"):
+            view = await self.write(lambda s: approvals.request_org_delete(
+                s, gate, org_id, now, caller.actor))
+            return self.respond(request, view.public_dict(), 202)
+        await self.write(lambda s: organizations.delete_org(s, org_id, now, caller.actor))
+        self.key_cache.clear()
+        self.client_cache.clear()
+        return Response(status_code=204, headers={"cache-control": "no-store"})
+
     def _org_in_scope(self, caller: Caller, request: Request) -> str:
         org_id = str(request.path_params["org_id"])
         caller.in_scope(org_id)
@@ -91,8 +122,11 @@ class OrganizationEndpoints(AdminApi):
             value = query.get(name)
             if value is not None and not _DAY.match(value):
                 raise invalid_body(f"{name}: a day like 2026-11-24")
+        limit = page_size(request)
+        after = decode_cursor(request, (str, str))
         rows, totals = await self.read(lambda s: usage_report(
             s, org_id=org_id, subject=query.get("subject"), since=query.get("since"),
-            until=query.get("until")))
-        return self.respond(request, {"data": [r.as_dict() for r in rows],
-                                      "totals": totals})
+            until=query.get("until"), after=(after[0], after[1]) if after else None,
+            limit=limit))
+        return self.respond(request, {**page(rows, limit, lambda r: (r.day, r.subject),
+                                             UsageRow.as_dict), "totals": totals})
