@@ -21,7 +21,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from authserver import audit, users
+from authserver import apikeys, audit, users
 from authserver.web.wellknown import JWKS_PATH
 from tests import factories
 from tests.conftest import LiveServer, start_live_server
@@ -82,6 +82,57 @@ def get_token(live: LiveServer, client_id: str, secret: str) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     factories.remember(body["access_token"])
     return body
+
+
+def extra_screenshots(live: LiveServer, page: Page, shot: Shots) -> None:
+    """Organisations, registration tokens, self-registered clients, an API key's edit page
+    and the dashboard with its token rate, each with something on it."""
+    page.get_by_role("link", name="Organisations", exact=True).click()
+    page.get_by_label("Name", exact=True).fill("Acme")
+    page.get_by_role("button", name="Create organisation").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved")
+    shot("organizations")
+
+    page.get_by_role("link", name="Registration tokens", exact=True).click()
+    page.get_by_label("Description").fill("CI agents")
+    page.get_by_label("Max uses (empty: no limit)").fill("10")
+    page.get_by_role("button", name="Issue token").click()
+    token = factories.remember(page.locator("#registration-token").inner_text().strip())
+    assert token and token.startswith("asiat_")
+    page.locator("#registration-token").evaluate("node => { node.textContent = 'asiat_••••'; }")
+    shot("registration-token-created")
+    registered = httpx.post(live.url + "/register", timeout=10,
+                            headers={"authorization": f"Bearer {token}"},
+                            json={"client_name": "nightly-agent", "software_id": "agent-sdk",
+                                  "software_version": "2.4",
+                                  "grant_types": ["client_credentials"]})
+    assert registered.status_code == 201, registered.text
+    for member in ("client_secret", "registration_access_token"):
+        factories.remember(registered.json()[member])
+    page.get_by_role("link", name="Registration tokens", exact=True).click()
+    expect(page.locator("td.token-state")).to_have_text(["active"])
+    shot("registration-tokens")
+
+    page.get_by_role("link", name="Self-registered", exact=True).click()
+    expect(page.locator("td.software")).to_have_text(["agent-sdk 2.4"])
+    shot("registered-clients")
+
+    with live.runtime.db.session(write=True) as session:
+        record, key = apikeys.create_key(
+            session, live.runtime.catalog,
+            apikeys.ApiKeySpec("billing export", "org_default", ("invoices.read",)),
+            live.settings.api_keys.prefix, live.runtime.clock.now(), audit.Actor("test"))
+    factories.remember(key)
+    page.get_by_role("link", name="API keys", exact=True).click()
+    page.get_by_role("link", name="billing export", exact=True).click()
+    page.get_by_label("Permissions").fill("invoices.read invoices.create")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status")).to_contain_text("Saved.")
+    shot("api-key")
+
+    page.get_by_role("link", name="Dashboard", exact=True).click()
+    expect(page.locator("#token-rate")).to_be_visible()
+    shot("dashboard")
 
 
 def test_operator_walk_through(live: LiveServer, browser: Browser) -> None:
@@ -210,6 +261,10 @@ def test_operator_walk_through(live: LiveServer, browser: Browser) -> None:
         expect(rows).to_have_count(4)
         shot("audit")
         assert secret not in page.content()
+        assert problems == []
+
+        # 8. screenshots of the other pages (their behaviour is tested in-process)
+        extra_screenshots(live, page, shot)
         assert problems == []
     finally:
         context.close()
