@@ -118,7 +118,7 @@ def extra_screenshots(live: LiveServer, page: Page, shot: Shots) -> None:
     shot("registered-clients")
 
     with live.runtime.db.session(write=True) as session:
-        record, key = apikeys.create_key(
+        _, key = apikeys.create_key(
             session, live.runtime.catalog,
             apikeys.ApiKeySpec("billing export", "org_default", ("invoices.read",)),
             live.settings.api_keys.prefix, live.runtime.clock.now(), audit.Actor("test"))
