@@ -1,5 +1,5 @@
 """The `authserver` command: serve, migrate, config, keys, clients, registration, orgs,
-api-keys, usage, audit, users, admin, init."""
+api-keys, approvals, usage, audit, users, admin, init."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from authserver.cli import (
     apikeys,
+    approvals,
     audit,
     clients,
     keys,
@@ -31,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
                                          "./authserver.toml, then built-in defaults)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (server, keys, clients, registration, orgs, apikeys, usage, audit, users):
+    for module in (server, keys, clients, registration, orgs, apikeys, approvals, usage, audit,
+                   users):
         module.add_commands(sub)
     return parser
 

@@ -1,4 +1,4 @@
-"""orgs: create, list, show, rename, disable/enable."""
+"""orgs: create, list, show, rename, disable/enable, delete."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def cmd_orgs_disable(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_orgs_delete(args: argparse.Namespace, settings: Settings) -> int:
+    """Not gated by [approvals]: the CLI holds the database's own credentials (docs)."""
+    with database(settings).session(write=True) as session:
+        record = organizations.delete_org(session, args.org_id, SystemClock().now(),
+                                          cli_actor())
+    out(args, record.public_dict(), f"organisation {record.id} ({record.name}) is deleted")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     orgs = sub.add_parser("orgs", help="organisations (owners of clients and API keys)"
                           ).add_subparsers(dest="sub", required=True)
@@ -78,3 +87,6 @@ def add_commands(sub: Any) -> None:
         p = command(orgs, name, cmd_orgs_disable, help_)
         p.add_argument("org_id")
         p.set_defaults(disable=disable)
+    delete = command(orgs, "delete", cmd_orgs_delete, "delete an organisation that has no "
+                     "clients, live API keys or people left (never org_default)")
+    delete.add_argument("org_id")
