@@ -112,3 +112,53 @@ async def test_every_admin_route_needs_admin_rights(harness: AppHarness) -> None
         assert_envelope(bare, 401, "invalid_api_key")
         weak = await h.http.request(method, API + path, json={}, headers={"x-api-key": nobody})
         assert_envelope(weak, 403, "insufficient_permissions")
+
+
+async def walk(h: AppHarness, path: str, key: str, **params: object) -> list[dict[str, object]]:
+    """Every entry of a paged list, one `limit`-sized page at a time."""
+    seen: list[dict[str, object]] = []
+    query: dict[str, object] = {**params}
+    while True:
+        response = await h.http.get(f"{API}{path}", headers={"x-api-key": key}, params=query)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        seen += body["data"]
+        if body["next_cursor"] is None:
+            return seen
+        query["cursor"] = body["next_cursor"]
+
+
+async def test_organisations_registration_tokens_and_usage_are_paged(
+        harness: AppHarness) -> None:
+    h = harness
+    _, admin = new_key(h, "org_default", "*")
+    orgs = [new_org(h, f"Org {i}") for i in range(4)]
+    listed = await walk(h, "/organizations", admin, limit=2)
+    assert sorted(o["id"] for o in listed) == sorted(["org_default", *orgs])
+    assert listed == sorted(listed, key=lambda o: (o["created_at"], o["id"]))  # type: ignore[arg-type, return-value]
+    tenant_org = orgs[0]
+    _, tenant = new_key(h, tenant_org, "organizations.read", "usage.read")
+    assert [o["id"] for o in await walk(h, "/organizations", tenant, limit=1)] == [tenant_org]
+
+    for i in range(3):
+        created = await h.http.post(f"{API}/registration-tokens", headers={"x-api-key": admin},
+                                    json={"description": f"t{i}"})
+        factories.remember(created.json()["token"])
+        h.runtime.clock.advance(1)  # type: ignore[attr-defined]  # the harness's FakeClock
+    tokens = await walk(h, "/registration-tokens", admin, limit=2)
+    assert [t["description"] for t in tokens] == ["t0", "t1", "t2"]
+
+    now = h.runtime.clock.now()
+    for subject, org in (("key_a", tenant_org), ("key_b", tenant_org), ("key_c", orgs[1])):
+        for days in (0, 1):
+            h.runtime.counters.count(subject, org, "read", now - days * 86400, api_key=True)
+    h.runtime.flush_usage()
+    rows = await walk(h, "/usage", admin, limit=4)
+    assert len(rows) == 6 and len({(r["subject"], r["day"]) for r in rows}) == 6
+    assert [r["day"] for r in rows] == sorted((r["day"] for r in rows), reverse=True)
+    first = await h.http.get(f"{API}/usage", headers={"x-api-key": tenant},
+                             params={"limit": 1})
+    assert first.json()["totals"] == {tenant_org: {"reads": 4, "writes": 0, "credits": 4}}
+    assert len(await walk(h, "/usage", tenant, limit=1)) == 4
+    assert_envelope(await h.http.get(f"{API}/usage", headers={"x-api-key": admin},
+                                     params={"cursor": "WzFd"}), 400, "invalid_request")
