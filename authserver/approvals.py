@@ -272,7 +272,7 @@ def _execute(session: Session, row: ApprovalRequest, now: float, actor: audit.Ac
         organizations.delete_org(session, row.target, now, actor)
     elif row.action == "client.delete":
         clients.delete_client(session, row.target, now, actor)
-    else:  # pragma: no cover - key requests execute at their reveal
+    else:  # key requests run at their reveal, never here
         raise Conflict(f"{row.action} runs at its reveal")
     row.state, row.executed_at, row.result = "executed", now, row.target
     audit.record(session, actor, "approval.execute", row.id, now, org_id=row.org_id,
