@@ -49,6 +49,7 @@ class AdminUiBase:
         self.token_rate = token_rate
         self.templates = Jinja2Templates(directory=str(templates))
         self.templates.env.filters["time"] = _utc
+        self.templates.env.globals["operator_org"] = DEFAULT_ORG_ID
         self.javascript = (templates / "admin" / "admin.js").read_bytes()
         self.stylesheet = (templates / "admin" / "admin.css").read_bytes()
         self.secure = self.settings.issuer.startswith("https://")
@@ -141,6 +142,14 @@ class AdminUiBase:
     def caller(self, request: Request, signed: users.SignedIn) -> Caller:
         """The signed-in person as the admin API sees a caller, for its may-grant rules."""
         return Caller(PERSON_PERMISSIONS, signed.user.org_id, self.actor(request, signed))
+
+    def not_gated(self, action: str | None) -> None:
+        """Quorum-gated actions (docs/approvals.md) are refused here until the UI can take
+        approvals, so the UI is no way around the quorum."""
+        if action is not None and self.settings.approvals.gates(action):
+            raise Refused(f"This needs the approval of other admins ({action}, see "
+                          "docs/approvals.md): request it through the admin API. The admin "
+                          "UI cannot take approvals yet.")
 
     @staticmethod
     def org_filter(signed: users.SignedIn) -> str | None:

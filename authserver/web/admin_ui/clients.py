@@ -78,6 +78,7 @@ class ClientPages(AdminUiBase):
             await self.db(lambda s: clients.set_disabled(s, cid, action == "disable", now,
                                                          actor), True)
         elif action == "delete":
+            self.not_gated("client.delete")
             await self.db(lambda s: clients.delete_client(s, cid, now, actor), True)
             self.deps.client_cache.invalidate([cid])
             return RedirectResponse(f"{PREFIX}/clients", 303)

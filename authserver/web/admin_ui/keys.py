@@ -8,7 +8,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from authserver import apikeys, organizations, users
+from authserver import apikeys, approvals, organizations, users
 from authserver.apikeys import ApiKeyRecord
 from authserver.apikeys.format import Environment
 from authserver.errors import Invalid, NotFound
@@ -39,6 +39,8 @@ class ApiKeyPages(AdminUiBase):
             else "live"
         permissions = tuple(form.values.get("permissions", "").split())
         self.caller(request, signed).may_grant(permissions)
+        self.not_gated(approvals.key_action(self.settings.approvals, self.deps.catalog,
+                                            permissions))
         spec = apikeys.ApiKeySpec(
             name=form.values.get("name", ""), org_id=org_id, permissions=permissions,
             environment=environment,
@@ -83,6 +85,9 @@ class ApiKeyPages(AdminUiBase):
                 clear_expiry=never and current.expires_at is not None)
             if update.permissions is not None:
                 caller.may_grant(update.permissions)
+                if approvals.privileged(self.deps.catalog, update.permissions) and not \
+                        approvals.privileged(self.deps.catalog, current.permissions):
+                    self.not_gated("api_key.create.privileged")  # no way around the quorum
             if update == apikeys.ApiKeyUpdate():
                 return None
             return apikeys.update_key(session, self.deps.catalog, key_id, update, now,

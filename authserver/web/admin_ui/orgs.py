@@ -25,7 +25,7 @@ class OrganizationPages(AdminUiBase):
         scope = self.org_filter(signed)
 
         def read(session: Session) -> dict[str, Any]:
-            orgs = [o for o in organizations.list_orgs(session) if scope in (None, o.id)]
+            orgs = organizations.list_orgs(session, scope)
             client_counts = {org: n for org, n in session.execute(
                 select(Client.org_id, func.count()).group_by(Client.org_id))}
             key_counts = {org: n for org, n in session.execute(
@@ -35,7 +35,7 @@ class OrganizationPages(AdminUiBase):
 
         found = await self.db(read)
         return self.render(request, "organizations.html", signed=signed,
-                           operator=scope is None, operator_org=DEFAULT_ORG_ID,
+                           operator=scope is None,
                            changed=request.query_params.get("changed", ""), **found)
 
     async def org_create(self, request: Request, signed: users.SignedIn) -> Response:
