@@ -8,6 +8,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from authserver import apikeys, audit, organizations, registration
 from authserver.clock import FakeClock
+from authserver.storage.db import Database
 from authserver.storage.models import AuditEntry, InitialAccessToken, Organization
 from authserver.web.credentials import redact
 from tests import factories
@@ -313,3 +315,41 @@ async def test_self_registered_clients_page(tmp_path: Path, clock: FakeClock) ->
         theirs = await h.http.get("/admin/registered-clients")
         assert theirs.status_code == 200 and "No self-registered clients." in theirs.text
         assert operator_made.client_id not in theirs.text
+
+
+async def test_odd_input_is_a_4xx_never_a_500(tmp_path: Path, database_url: str) -> None:
+    """SQLite, and PostgreSQL when its URL is set (it cannot store a NUL character)."""
+    migrator = Database(database_url)
+    migrator.migrate()
+    migrator.dispose()
+    async with running_app(make_settings(tmp_path, database_url, scopes=SCOPES)) as h:
+        make_user(h, "alice")
+        await sign_in(h, "alice")
+        await odd_input(h)
+
+
+async def odd_input(h: AppHarness) -> None:
+    org = new_org(h)
+    client, _ = factories.create_client(h.runtime, name="odd")
+    with h.runtime.db.session(write=True) as session:
+        record, key = apikeys.create_key(session, h.runtime.catalog, apikeys.ApiKeySpec(
+            "odd", "org_default", ("clients.read",)), "as", h.runtime.clock.now(),
+            audit.Actor("test"))
+    factories.remember(key)
+    token = csrf(await h.http.get("/admin"))
+    odd = ["\x00", "x" * 5000, "²", "-1", "1e9", "99999999999999999999999", "\u202e", " "]
+    posts = ["/admin/registration-tokens", "/admin/organizations",
+             f"/admin/organizations/{org}/rename", "/admin/api-keys",
+             f"/admin/api-keys/{record.id}", f"/admin/api-keys/{record.id}/rotate",
+             f"/admin/clients/{client.client_id}", "/admin/clients"]
+    fields = ["name", "description", "scopes", "max_uses", "expires_in_days", "permissions",
+              "ip_allow_text", "grace_hours", "scope_text", "org_id", "no_expiry"]
+    for path in posts:
+        for value in odd:
+            answer = await h.http.post(path, data={**{f: value for f in fields},
+                                                   "csrf_token": token})
+            assert answer.status_code < 500, (path, value[:20], answer.text[-400:])
+    for value in odd:
+        for path in ("/admin/audit?before=", "/admin/api-keys/", "/admin/clients?origin="):
+            answer = await h.http.get(path + quote(value))
+            assert answer.status_code < 500, (path, value[:20])

@@ -91,12 +91,14 @@ class OperatorPages(AdminUiBase):
 
     async def audit_log(self, request: Request, signed: users.SignedIn) -> Response:
         params = request.query_params
-        before = params.get("before")
+        before = params.get("before") or None
+        if before is not None and not (before.isascii() and before.isdigit()
+                                       and int(before) < 2**63):
+            raise Invalid("before: an entry number")
         query = audit.AuditQuery(
             actor=params.get("actor") or None, action=params.get("action") or None,
             target=params.get("target") or None, org_id=self.org_filter(signed),
-            before_id=int(before) if before and before.isascii() and before.isdigit()
-            else None, limit=100)
+            before_id=int(before) if before else None, limit=100)
         entries = await self.db(lambda s: audit.read(s, query))
         return self.render(request, "audit.html", signed=signed, entries=entries,
                            filters={k: params.get(k, "") for k in ("actor", "action", "target")},
