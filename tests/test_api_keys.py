@@ -424,6 +424,27 @@ async def test_concurrent_requests_cannot_all_slip_through(redis_url: str) -> No
     assert all(1 <= v <= 60 for v in refused)  # seconds to wait
 
 
+def test_memory_counters_expire_and_are_swept() -> None:
+    """Counters in memory: one read after its expiry counts from zero again, and the periodic
+    sweep drops expired counters that nobody reads any more (memory stays bounded)."""
+    import time
+
+    from authserver.ratelimit import LocalCounters
+
+    counters = LocalCounters()
+    assert counters.incr("a", 0.05) == 1 and counters.incr("a", 0.05) == 2
+    counters.incr("gone", 0.05)
+    counters.incr("kept", 60)
+    time.sleep(0.06)
+    assert counters.get("a") == 0 and counters.incr("a", 60) == 1
+    assert "gone" in counters.storage  # nobody read it: still there until the sweep
+    counters._next_sweep = 0
+    counters.incr("kept", 60)
+    assert "gone" not in counters.storage and "gone" not in counters.expirations
+    assert counters.get("kept") == 2 and counters.get("a") == 1
+    assert counters.decr("kept") == 1 and counters.decr("nothing") == 0
+
+
 async def test_changing_a_key_needs_its_permissions(harness: AppHarness) -> None:
     h = harness
     strong_id, strong = new_key(h, "org_default", "invoices.*")

@@ -699,6 +699,13 @@ def test_forward_auth_refuses_what_it_cannot_check_exactly(stack: Stack, tmp_pat
     fine = http.get(url, headers={**base, "x-forwarded-method": "GET",
                                   "x-forwarded-uri": "/api/v1/customers/a%20b"})
     assert fine.status_code == 200
+    # the plain path is answered ahead of Starlette: still the request id, still the envelope
+    check = {**base, "x-forwarded-method": "GET", "x-forwarded-uri": "/api/v1/customers"}
+    echoed = http.get(url, headers={**check, "x-request-id": "gw-req-1"})
+    assert echoed.status_code == 200 and echoed.headers["x-request-id"] == "gw-req-1"
+    assert echoed.headers["content-length"] == "0" and echoed.content == b""
+    assert_envelope(http.request("TRACE", url, headers=check), 405, "method_not_allowed")
+    assert http.head(url, headers=check).status_code == 200
 
     scoped = start_live_server(tmp_path / "aud", **auth_settings(
         forward_auth={"audiences": ["https://invoices.example.test"]},

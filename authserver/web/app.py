@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authserver.errors import ApiError, OAuthError
 from authserver.web.admin_api import API_PREFIX
@@ -24,6 +25,7 @@ from authserver.web.errors import (
 )
 from authserver.web.feed import FEED_PATH, FeedEndpoint
 from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth
+from authserver.web.forward_auth import METHODS as FORWARD_AUTH_METHODS
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
 from authserver.web.openapi import OPENAPI_PATH, openapi_document
@@ -34,6 +36,21 @@ from authserver.web.wellknown import JWKS_PATH, WellKnown
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
+class App(Starlette):
+    """Starlette, with exact paths answered by plain ASGI handlers before the middleware stack
+    and the router: each handler gives itself a request id and renders its own errors."""
+
+    fast_paths: dict[str, ASGIApp]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.fast_paths.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def build_app(
     *, wellknown: WellKnown, oauth: OAuthEndpoints,
     registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
@@ -41,7 +58,7 @@ def build_app(
     admin_clients: ClientEndpoints | None = None, operator: OperatorEndpoints | None = None,
     forward_auth: ForwardAuth | None = None,
     lifespan: Lifespan | None = None,
-) -> Starlette:
+) -> App:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
     # Starlette tries routes in order (a regex match each): the hot ones first.
     routes = [
@@ -123,13 +140,10 @@ def build_app(
             Route(API_PREFIX + "/approvals/{request_id}/reject", ap.reject, methods=["POST"]),
             Route(API_PREFIX + "/approvals/{request_id}/reveal", ap.reveal, methods=["POST"]),
         ]
-    if forward_auth is not None:  # a hot path too: right after /token and the JWKS
-        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-        routes[2:2] = [
-            Route(FORWARD_AUTH_PATH, forward_auth.check, methods=methods),
-            Route(FORWARD_AUTH_PATH + "/{path:path}", forward_auth.check, methods=methods),
-        ]
-    return Starlette(
+    if forward_auth is not None:  # Envoy's form; the plain one is a fast path, below
+        routes.append(Route(FORWARD_AUTH_PATH + "/{path:path}", forward_auth.check,
+                            methods=list(FORWARD_AUTH_METHODS)))
+    app = App(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware)],
         exception_handlers={
@@ -140,5 +154,7 @@ def build_app(
         },
         lifespan=lifespan,
     )
+    app.fast_paths = {FORWARD_AUTH_PATH: forward_auth} if forward_auth is not None else {}
+    return app
 
 

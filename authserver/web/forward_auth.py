@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, unquote
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from authserver import apikeys
 from authserver.clock import Clock
@@ -35,10 +36,12 @@ from authserver.ratelimit import Limits, Verdict
 from authserver.revocation import TokenInspector
 from authserver.usage import UsageCounters
 from authserver.web.credentials import API_KEY_HEADER, QUERY_WARNING, note_query_key
+from authserver.web.errors import api_error_response, handle_unexpected
 from authserver.web.limiting import enforce, ratelimit_headers
-from authserver.web.middleware import client_address, in_networks
+from authserver.web.middleware import assign_request_id, client_address, in_networks
 
 FORWARD_AUTH_PATH = "/forward-auth"
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 METHOD_HEADER = "x-forwarded-method"
 URI_HEADER = "x-forwarded-uri"
 
@@ -93,12 +96,11 @@ class ForwardAuth:
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
 
-    def original(self, request: Request) -> Original:
+    def original(self, request: Request, headers: dict[str, str]) -> Original:
         peer = request.client.host if request.client else None
         if peer is None or not in_networks(peer, self.trusted):
             raise ApiError(403, "permission_error", "untrusted_proxy",
                            "forward-auth answers trusted proxies only (server.trusted_proxies)")
-        headers = request.headers
         tail = request.path_params.get("path")
         if tail is not None:  # Envoy: the original request, path prefixed
             method, uri = request.method, "/" + tail + (
@@ -113,17 +115,50 @@ class ForwardAuth:
         return Original(method.upper(), checked_path(path), parse_qs(query),
                         client_address(request.scope, self.trusted))
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`GET /forward-auth` as plain ASGI, ahead of Starlette's middleware and routing (see
+        `web.app.App`): a gateway asks once per request it forwards, so this is the hottest
+        path of all. The same answers as `check`, the same request id and error envelope."""
+        rid = assign_request_id(scope)
+        request = Request(scope)
+        try:
+            if scope["method"] not in METHODS:
+                raise ApiError(405, "invalid_request_error", "method_not_allowed",
+                               "Method not allowed on this endpoint")
+            headers = await self.decide(request)
+        except ApiError as exc:
+            response = api_error_response(exc, rid)
+        except Exception as exc:
+            response = await handle_unexpected(request, exc)
+        else:
+            raw = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
+            raw += [(b"content-length", b"0"), (b"x-request-id", rid.encode())]
+            await send({"type": "http.response.start", "status": 200, "headers": raw})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        response.headers["x-request-id"] = rid
+        await response(scope, receive, send)
+
     async def check(self, request: Request) -> Response:
-        original = self.original(request)
+        """The Starlette endpoint: Envoy's `/forward-auth/{path}` form."""
+        return Response(b"", 200, await self.decide(request))
+
+    async def decide(self, request: Request) -> dict[str, str]:
+        """The answer's headers when the original request may pass, else an ApiError."""
+        # The request's headers as a dict, once: the first of a repeated name, as Starlette's
+        # `Headers.get` answers, without its scan and lower-casing on every lookup.
+        sent = {name.decode("latin-1"): value.decode("latin-1")
+                for name, value in reversed(request.scope["headers"])}
+        original = self.original(request, sent)
         needed = apikeys.required(original.method, original.path)
         headers: dict[str, str] = {"cache-control": "no-store"}
-        key = request.headers.get(API_KEY_HEADER)
+        key = sent.get(API_KEY_HEADER)
         from_query = False
         if key is None and self.settings.api_keys.allow_query_parameter:
             values = original.query.get(API_KEY_HEADER)
             if values:
                 key, from_query = values[0], True
-        kind, _, bearer = request.headers.get("authorization", "").partition(" ")
+        kind, _, bearer = sent.get("authorization", "").partition(" ")
         bearer = bearer.strip() if kind.lower() == "bearer" else ""
         if key is not None:
             grants, identity, verdict = await self._api_key(key.strip(), original.address)
@@ -149,7 +184,7 @@ class ForwardAuth:
         subject = identity.get("x-auth-api-key-id") or identity["x-auth-client-id"]
         self.counters.count(subject, identity.get("x-auth-org-id", ""), needed[1],
                             self.clock.now(), api_key="x-auth-api-key-id" in identity)
-        return Response(b"", 200, headers)
+        return headers
 
     async def _api_key(self, key: str, address: str | None
                        ) -> tuple[frozenset[str], dict[str, str], Verdict]:

@@ -30,6 +30,18 @@ def _new_id_sequence() -> None:
 os.register_at_fork(after_in_child=_new_id_sequence)
 
 
+def assign_request_id(scope: Scope) -> str:
+    """The request's id, kept in `scope["state"]`: a sane incoming `X-Request-Id`, or a new one."""
+    incoming: str | None = next((value.decode("latin-1") for name, value in scope["headers"]
+                                 if name == b"x-request-id"), None)
+    if incoming and _SAFE_ID.match(incoming):
+        rid = incoming
+    else:
+        rid = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
+    scope.setdefault("state", {})["request_id"] = rid
+    return rid
+
+
 class RequestIdMiddleware:
     """Gives each request an id (or keeps a sane incoming `X-Request-Id`) and echoes it."""
 
@@ -40,14 +52,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = next((value.decode("latin-1") for name, value in scope["headers"]
-                         if name == b"x-request-id"), None)
-        if incoming and _SAFE_ID.match(incoming):
-            rid = incoming
-        else:
-            rid = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
-        scope.setdefault("state", {})["request_id"] = rid
-        header = (b"x-request-id", rid.encode())
+        header = (b"x-request-id", assign_request_id(scope).encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
