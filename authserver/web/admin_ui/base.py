@@ -23,12 +23,13 @@ from authserver.errors import ApiError, Conflict, Invalid, NotFound, OAuthError
 from authserver.storage.models import DEFAULT_ORG_ID
 from authserver.tokenrate import TokenRate
 from authserver.web.admin_api import AdminDeps, Caller
+from authserver.web.assets import templates_dir
 from authserver.web.errors import request_id
 from authserver.web.forms import Form, parse_form, read_body
 from authserver.web.middleware import client_address
 
 PREFIX = "/admin"
-TEMPLATES = Path(__file__).resolve().parents[3] / "templates"
+TEMPLATES = templates_dir()
 Page = Callable[[Request, users.SignedIn], Awaitable[Response]]
 # A person with role `admin` holds every permission within their organisation (like a `*`
 # key); the admin API's no-escalation checks run on that set all the same.
