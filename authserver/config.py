@@ -46,6 +46,11 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         65536, ge=1024, description="Largest request body accepted; larger bodies get 413."
     )
+    shutdown_timeout: int = Field(
+        30, ge=0, le=3600,
+        description="Seconds `serve` waits for in-flight requests after SIGTERM before it "
+        "closes them.",
+    )
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -122,6 +127,38 @@ class CacheSettings(_Section):
         10.0,
         gt=0,
         description="When the event log cannot be read for this long, cached clients are dropped.",
+    )
+
+
+class DatabaseSettings(_Section):
+    """Connection pool and timeouts of the store (PostgreSQL; SQLite uses what applies)."""
+
+    pool_size: int = Field(
+        10, ge=1, le=1000, description="Connections kept open per process (PostgreSQL)."
+    )
+    max_overflow: int = Field(
+        10, ge=0, le=1000, description="Extra connections opened under load beyond pool_size."
+    )
+    pool_timeout: float = Field(
+        5.0, gt=0, le=300,
+        description="Seconds a request waits for a free connection before it answers 503.",
+    )
+    pool_recycle: float = Field(
+        1800.0, ge=0,
+        description="Seconds after which a pooled connection is replaced (0: never).",
+    )
+    connect_timeout: int = Field(
+        5, ge=1, le=300, description="Seconds a new connection may take to open (PostgreSQL)."
+    )
+    statement_timeout: int = Field(
+        10000, ge=0,
+        description="Milliseconds one SQL statement may run before PostgreSQL cancels it "
+        "(0: no limit); a cancelled statement answers 503.",
+    )
+    retry_attempts: int = Field(
+        3, ge=1, le=20,
+        description="Runs of a retryable transaction hit by a serialization failure or "
+        "deadlock (SQLSTATE 40001/40P01) before it answers 503.",
     )
 
 
@@ -332,6 +369,7 @@ class Settings(_Section):
         "", description="SQLAlchemy URL; empty means sqlite:///<data_dir>/authserver.db."
     )
     keys_dir: str = Field("keys", description="Directory of the private signing keys (JWK files).")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     signing: SigningSettings = Field(default_factory=SigningSettings)

@@ -216,8 +216,14 @@ def invalid_body(message: str) -> ApiError:
     return ApiError(400, "invalid_request_error", "invalid_request", message)
 
 
+# Seconds a 503 asks the caller to wait (the store or a key is back within seconds, usually).
+UNAVAILABLE_RETRY_AFTER = 5
+
+
 def unavailable(message: str) -> ApiError:
-    return ApiError(503, "api_error", "temporarily_unavailable", message)
+    error = ApiError(503, "api_error", "temporarily_unavailable", message)
+    error.headers["retry-after"] = str(UNAVAILABLE_RETRY_AFTER)
+    return error
 
 
 class NotFound(AuthServerError):

@@ -173,7 +173,7 @@ class Runtime:
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
-    db = Database(settings.effective_database_url)
+    db = Database(settings.effective_database_url, settings.database)
     keyring = Keyring(Path(settings.keys_dir), settings.tokens.access_token_lifetime)
     cache = ClientCache()
     catalog = ScopeCatalog(settings)

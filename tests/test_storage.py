@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from authserver.storage.db import Database
 from authserver.storage.models import DEFAULT_ORG_ID, Organization
@@ -61,5 +62,121 @@ def test_migrations_match_the_models(database_url: str) -> None:
         with db.engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == []
+    finally:
+        db.dispose()
+
+
+# -- pool, timeouts and retries ([database]) ---------------------------------------------------
+
+
+class _Sqlstate(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+def _failure(sqlstate: str) -> Exception:
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError("UPDATE ...", None, _Sqlstate(sqlstate))
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
+def test_serialization_failures_and_deadlocks_rerun(database_url: str, sqlstate: str) -> None:
+    from authserver.config import DatabaseSettings
+
+    db = Database(database_url, DatabaseSettings(retry_attempts=3))
+    try:
+        db.migrate()
+        runs: list[int] = []
+
+        def change(session: object) -> str:
+            runs.append(1)
+            if len(runs) < 3:
+                raise _failure(sqlstate)
+            return "done"
+
+        assert db.run(change, write=True) == "done"
+        assert len(runs) == 3
+        runs.clear()
+        with pytest.raises(Exception, match=f"sqlstate {sqlstate}"):
+            db.run(lambda s: change(s) if len(runs) > 5 else (runs.append(1), _raise(sqlstate)),
+                   write=True)
+        assert len(runs) == 3  # attempts are bounded
+        runs.clear()
+        with pytest.raises(Exception, match=f"sqlstate {sqlstate}"):
+            db.run(lambda s: (runs.append(1), _raise(sqlstate)), retry=False)
+        assert len(runs) == 1
+    finally:
+        db.dispose()
+
+
+def _raise(sqlstate: str) -> None:
+    raise _failure(sqlstate)
+
+
+def test_other_errors_do_not_rerun(database_url: str) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from authserver.storage.db import is_unavailable
+
+    db = Database(database_url)
+    try:
+        db.migrate()
+        runs: list[int] = []
+
+        def duplicate(session: Session) -> None:
+            runs.append(1)
+            session.add(Organization(id=DEFAULT_ORG_ID, name="x", status="active",
+                                     created_at=0.0))
+
+        with pytest.raises(IntegrityError) as caught:
+            db.run(duplicate, write=True)
+        assert len(runs) == 1
+        assert not is_unavailable(caught.value)  # a bug, not an outage: never a 503
+    finally:
+        db.dispose()
+
+
+def test_pool_and_statement_timeout_settings_apply(database_url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from authserver.config import DatabaseSettings
+    from authserver.storage.db import is_unavailable
+
+    settings = DatabaseSettings(pool_size=3, max_overflow=2, pool_timeout=1.5,
+                                statement_timeout=200)
+    db = Database(database_url, settings)
+    try:
+        if db.url.get_backend_name() != "postgresql":
+            pytest.skip("pool sizes and statement_timeout are PostgreSQL settings")
+        pool: object = db.engine.pool
+        assert pool.size() == 3  # type: ignore[attr-defined]
+        assert pool._max_overflow == 2  # type: ignore[attr-defined]
+        assert pool._timeout == 1.5  # type: ignore[attr-defined]
+        with db.session() as session:
+            assert session.execute(text("SHOW statement_timeout")).scalar() == "200ms"
+        with pytest.raises(OperationalError) as caught, db.session() as session:
+            session.execute(text("SELECT pg_sleep(2)"))
+        assert is_unavailable(caught.value)  # a statement cut off by the timeout is a 503
+        with db.session() as session:  # the connection is still good
+            assert session.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        db.dispose()
+
+
+def test_a_database_that_is_down_is_unavailable() -> None:
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from authserver.config import DatabaseSettings
+    from authserver.storage.db import is_unavailable
+
+    db = Database("postgresql://postgres@127.0.0.1:1/nothing", DatabaseSettings(connect_timeout=2))
+    try:
+        with pytest.raises(SQLAlchemyError) as caught, db.session() as session:
+            session.execute(text("SELECT 1"))
+        assert is_unavailable(caught.value)
     finally:
         db.dispose()

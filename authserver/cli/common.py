@@ -74,7 +74,7 @@ def parse_time(text: str, option: str) -> float:
 
 
 def database(settings: Settings) -> Database:
-    db = Database(settings.effective_database_url)
+    db = Database(settings.effective_database_url, settings.database)
     prepare_storage(db)
     return db
 

@@ -23,12 +23,13 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     port = args.port if args.port is not None else settings.server.port
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=settings.logging.level.lower(),
-                proxy_headers=False, server_header=False)
+                proxy_headers=False, server_header=False,
+                timeout_graceful_shutdown=settings.server.shutdown_timeout)
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    db = Database(settings.effective_database_url)
+    db = Database(settings.effective_database_url, settings.database)
     db.migrate()
     print(f"database is up to date ({db.url.render_as_string(hide_password=True)})")
     return 0

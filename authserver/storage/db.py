@@ -1,11 +1,13 @@
-"""Engine, sessions and migrations."""
+"""Engine, sessions and migrations; the pool, timeouts and retries of the store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -15,22 +17,56 @@ from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from authserver.config import DatabaseSettings
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+log = logging.getLogger("authserver.storage")
+T = TypeVar("T")
+# SQLSTATEs after which PostgreSQL has rolled the whole transaction back and running it again
+# may succeed: serialization_failure, deadlock_detected.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A serialization failure or deadlock: nothing was committed, the transaction may rerun."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, DBAPIError) and getattr(orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """The store cannot answer now (down, unreachable, pool exhausted, statement timed out,
+    SQLite locked): a 503 `temporarily_unavailable`, not a bug. Constraint violations, bad SQL
+    and bad data are not in this class."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and (exc.connection_invalidated or is_retryable(exc))
 
 
 class Database:
     """An engine and its session factory."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, settings: DatabaseSettings | None = None) -> None:
+        settings = settings or DatabaseSettings()
+        self.settings = settings
         parsed = make_url(url)
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         self.url = parsed
-        self.engine: Engine = create_engine(parsed, pool_pre_ping=True)
+        options: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            # pre_ping: a connection the server dropped (restart, failover) is replaced on
+            # checkout, so the service recovers by itself when the database is back.
+            options = {"pool_size": settings.pool_size, "max_overflow": settings.max_overflow,
+                       "pool_timeout": settings.pool_timeout,
+                       "pool_recycle": settings.pool_recycle or -1,
+                       "connect_args": _pg_connect_args(settings)}
+        self.engine: Engine = create_engine(parsed, pool_pre_ping=True, **options)
         if parsed.get_backend_name() == "sqlite":
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -48,6 +84,25 @@ class Database:
             if write:
                 session.connection(execution_options={_IMMEDIATE: True})
             yield session
+
+    def run(self, fn: Callable[[Session], T], *, write: bool = False, retry: bool = True) -> T:
+        """`fn` in one transaction (see `session`); a serialization failure or deadlock
+        (SQLSTATE 40001/40P01: PostgreSQL rolled everything back) reruns it up to
+        `database.retry_attempts` times with a short backoff. Only for an `fn` whose whole
+        effect is in the session (no outside side effects), which is what makes a rerun safe;
+        `retry=False` runs it once."""
+        attempts = self.settings.retry_attempts if retry else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.session(write=write) as session:
+                    return fn(session)
+            except SQLAlchemyError as exc:
+                if attempt == attempts or not is_retryable(exc):
+                    raise
+                log.info("transaction rerun after %s (attempt %d of %d)",
+                         getattr(exc.orig, "sqlstate", "?"), attempt, attempts)  # type: ignore[attr-defined]
+                time.sleep(0.01 * 2 ** attempt)
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -96,6 +151,15 @@ def upsert_adding(
 
 
 _IMMEDIATE = "authserver_begin_immediate"
+
+
+def _pg_connect_args(settings: DatabaseSettings) -> dict[str, Any]:
+    """libpq parameters: connect timeout, and the statement timeout set at connect time for
+    every session (`options=-c statement_timeout=...`; no extra round trip per checkout)."""
+    args: dict[str, Any] = {"connect_timeout": settings.connect_timeout}
+    if settings.statement_timeout:
+        args["options"] = f"-c statement_timeout={settings.statement_timeout}"
+    return args
 
 
 def _sqlite_connect(dbapi_connection: object, _record: object) -> None:

@@ -291,11 +291,10 @@ class AdminApi:
                            exc.description) from exc
 
     async def write(self, fn: Callable[[Session], T]) -> T:
-        """Run a domain change in one write transaction, domain errors as 4xx."""
-        def run() -> T:
-            with self.db.session(write=True) as session:
-                return fn(session)
-        return await self._domain(run)
+        """Run a domain change in one write transaction, domain errors as 4xx. Rerun on a
+        serialization failure or deadlock (`Database.run`): every `fn` given here keeps its
+        whole effect in the session (secrets it makes are made again), so a rerun is safe."""
+        return await self._domain(lambda: self.db.run(fn, write=True))
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         def run() -> T:

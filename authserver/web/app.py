@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,6 +22,7 @@ from authserver.web.errors import (
     handle_api_error,
     handle_http_exception,
     handle_oauth_error,
+    handle_store_error,
     handle_unexpected,
 )
 from authserver.web.feed import FEED_PATH, FeedEndpoint
@@ -150,6 +152,7 @@ def build_app(
             OAuthError: handle_oauth_error,
             ApiError: handle_api_error,
             HTTPException: handle_http_exception,
+            SQLAlchemyError: handle_store_error,  # the store down: 503, not 500
             Exception: handle_unexpected,
         },
         lifespan=lifespan,

@@ -10,7 +10,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from authserver.errors import ApiError, InvalidClient, InvalidToken, OAuthError
+from authserver.errors import (
+    UNAVAILABLE_RETRY_AFTER,
+    ApiError,
+    InvalidClient,
+    InvalidToken,
+    OAuthError,
+    TemporarilyUnavailable,
+    unavailable,
+)
+from authserver.storage.db import is_unavailable
 
 log = logging.getLogger("authserver.errors")
 # RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E.
@@ -42,6 +51,8 @@ def oauth_error_response(exc: OAuthError) -> Response:
     if exc.retry_after is not None:
         headers["retry-after"] = str(exc.retry_after)
         body["retry_after"] = exc.retry_after
+    elif exc.status_code == 503:
+        headers["retry-after"] = str(UNAVAILABLE_RETRY_AFTER)
     return Response(orjson.dumps(body), exc.status_code, headers, "application/json")
 
 
@@ -81,8 +92,31 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def handle_store_error(request: Request, exc: Exception) -> Response:
+    """A store error no handler caught. The store being down, unreachable, out of pooled
+    connections, or a statement timing out is 503 `temporarily_unavailable` in the path's
+    format (RFC 6749 JSON, the platform envelope, or text for the admin UI), with Retry-After;
+    anything else from the store is unexpected (500)."""
+    if not is_unavailable(exc):
+        return await handle_unexpected(request, exc)
+    rid = request_id(request)
+    cause = str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0]
+    log.warning("store unavailable on %s %s (request %s): %s", request.method,
+                request.url.path, rid, cause, extra={"request_id": rid})
+    message = "The store is unavailable; nothing was changed; retry shortly"
+    path = request.url.path
+    if path.startswith(PLATFORM_PATHS):
+        return api_error_response(unavailable(message), rid)
+    if path.startswith("/admin"):
+        return Response(message + ".\n", 503, {**NO_STORE, "retry-after":
+                                                str(UNAVAILABLE_RETRY_AFTER)}, "text/plain")
+    return oauth_error_response(TemporarilyUnavailable(message))
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Anything unplanned: a generic server_error with the request id, the traceback to the log."""
+    if is_unavailable(exc):  # also from paths that call this directly (forward-auth)
+        return await handle_store_error(request, exc)
     rid = request_id(request)
     log.error("unhandled error on %s %s (request %s)", request.method, request.url.path, rid,
               exc_info=(type(exc), exc, exc.__traceback__))
