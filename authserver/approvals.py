@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from authserver import apikeys, audit, clients, organizations
@@ -26,6 +26,9 @@ from authserver.storage.models import ApiKey, ApprovalRequest, AuditEntry
 
 REQUEST_ID_PREFIX = "apr_"
 KEY_ACTIONS = ("api_key.create", "api_key.create.privileged")
+# Raising a key to privileged permissions: gated with `api_key.create.privileged` (else a
+# plain key, made at once, could be raised to `*` by one admin). Runs on the final approval.
+KEY_UPDATE_ACTION = "api_key.update.privileged"
 DELETE_ACTIONS = ("organization.delete", "client.delete")
 STATES = ("pending", "approved", "rejected", "expired", "executed")
 MAX_REASON = 500
@@ -106,6 +109,29 @@ def key_action(settings: ApprovalSettings, catalog: ScopeCatalog,
     return None
 
 
+def _privileged_part(catalog: ScopeCatalog, permissions: tuple[str, ...]) -> set[str]:
+    """The privileged reach of a permission set: `*` and the api_key_only scopes it grants."""
+    part = {"*"} if "*" in permissions else set()
+    for scope in catalog.api_key_only:
+        resource, dot, action = scope.partition(".")
+        if scope in permissions or "*" in permissions or (
+                dot and apikeys.grants(permissions, resource, action)):
+            part.add(scope)
+    return part
+
+
+def key_update_action(settings: ApprovalSettings, catalog: ScopeCatalog,
+                      current: tuple[str, ...], new: tuple[str, ...] | None) -> str | None:
+    """The gated action that changing a key's permissions from `current` to `new` is, or None:
+    gated when it reaches privileged permissions the key does not hold yet (narrowing, or
+    keeping, a privileged key is not)."""
+    if new is None or not settings.gates("api_key.create.privileged"):
+        return None
+    if _privileged_part(catalog, new) - _privileged_part(catalog, current):
+        return KEY_UPDATE_ACTION
+    return None
+
+
 # -- requests ------------------------------------------------------------------------------
 
 
@@ -141,6 +167,33 @@ def request_key(
                "expires_at": None if expires_in is not None else spec.expires_at,
                "expires_in": expires_in, "rate_limits": dict(spec.rate_limits)}
     return _new(session, settings, action, spec.org_id, spec.name, payload, now, actor)
+
+
+def request_key_update(
+    session: Session, settings: ApprovalSettings, catalog: ScopeCatalog, key_id: str,
+    update: apikeys.ApiKeyUpdate, now: float, actor: audit.Actor, org_id: str | None = None,
+) -> ApprovalView:
+    """A request to change a key (validated now, applied on the final approval). The whole
+    change waits, not only its permissions."""
+    changes = apikeys.check_update(session, catalog, key_id, update, now, org_id)
+    current = apikeys.get_key(session, key_id, org_id)
+    payload = {"key_id": key_id, "name": current.name,
+               "previous_permissions": list(current.permissions),
+               "permissions": changes.get("permissions", list(current.permissions)),
+               "changes": changes}
+    return _new(session, settings, KEY_UPDATE_ACTION, current.org_id, key_id, payload, now,
+                actor)
+
+
+def _update_of(changes: dict[str, Any]) -> apikeys.ApiKeyUpdate:
+    def strs(name: str) -> tuple[str, ...] | None:
+        return tuple(changes[name]) if name in changes else None
+    return apikeys.ApiKeyUpdate(
+        name=changes.get("name"), permissions=strs("permissions"), ip_allow=strs("ip_allow"),
+        expires_at=changes.get("expires_at"),
+        clear_expiry="expires_at" in changes and changes["expires_at"] is None,
+        rate_limits=tuple(changes["rate_limits"].items()) if "rate_limits" in changes
+        else None)
 
 
 def request_org_delete(session: Session, settings: ApprovalSettings, org_id: str, now: float,
@@ -203,6 +256,15 @@ def list_requests(
     return [ApprovalView.from_row(r, now) for r in session.scalars(query)]
 
 
+def count_pending(session: Session, now: float, org_id: str | None = None) -> int:
+    """Requests still waiting for approval (not expired), of `org_id` (None: every one)."""
+    query = select(func.count()).select_from(ApprovalRequest).where(
+        ApprovalRequest.state == "pending", ApprovalRequest.expires_at > now)
+    if org_id is not None:
+        query = query.where(ApprovalRequest.org_id == org_id)
+    return int(session.scalar(query) or 0)
+
+
 # -- decisions -----------------------------------------------------------------------------
 
 
@@ -238,11 +300,11 @@ def _lineage(session: Session, actor_name: str) -> list[str]:
 
 def approve(
     session: Session, settings: ApprovalSettings, request_id: str, org_id: str | None,
-    now: float, actor: audit.Actor,
+    now: float, actor: audit.Actor, catalog: ScopeCatalog | None = None,
 ) -> ApprovalView:
-    """One approval. The final one approves the request: a delete runs now (in this
-    transaction, so a delete that fails leaves the request pending), a key waits for its
-    reveal (within `request_lifetime` from now)."""
+    """One approval. The final one approves the request: a delete or a key change runs now (in
+    this transaction, so one that fails leaves the request pending), a new key waits for its
+    reveal (within `request_lifetime` from now). A key change needs the `catalog`."""
     row = _row(session, request_id, org_id, lock=True)
     _open(row, now)
     if actor.name == row.requested_by:
@@ -250,6 +312,10 @@ def approve(
     if row.requested_by in _lineage(session, actor.name):
         raise NotAllowed("a credential made by the requester (directly or through others) "
                          "cannot approve its request")
+    if actor.name in _lineage(session, row.requested_by):
+        # The other way round: a person (or key) approving what a key it made asked for.
+        raise NotAllowed("the requester is a credential made by this approver (directly or "
+                         "through others): it cannot approve its request")
     if any(a.get("by") == actor.name for a in row.approvals):
         raise Conflict(f"approval request {row.id} is already approved by {actor.name}")
     row.approvals = [*row.approvals, {"by": actor.name, "at": now}]
@@ -262,13 +328,19 @@ def approve(
         if row.action in KEY_ACTIONS:
             row.expires_at = now + settings.request_lifetime
         else:
-            _execute(session, row, now, actor)
+            _execute(session, row, now, actor, catalog)
     session.flush()
     return ApprovalView.from_row(row, now)
 
 
-def _execute(session: Session, row: ApprovalRequest, now: float, actor: audit.Actor) -> None:
-    if row.action == "organization.delete":
+def _execute(session: Session, row: ApprovalRequest, now: float, actor: audit.Actor,
+             catalog: ScopeCatalog | None) -> None:
+    if row.action == KEY_UPDATE_ACTION:
+        if catalog is None:
+            raise Conflict(f"{row.action} needs the scope catalog to run")
+        apikeys.update_key(session, catalog, row.target, _update_of(row.payload["changes"]),
+                           now, actor, details={"approval": row.id})
+    elif row.action == "organization.delete":
         organizations.delete_org(session, row.target, now, actor)
     elif row.action == "client.delete":
         clients.delete_client(session, row.target, now, actor)

@@ -4,17 +4,16 @@ ring itself; the pages' CSP (no 'unsafe-inline') and their stylesheet."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from authserver import apikeys, audit, organizations
 from authserver.clock import FakeClock
-from authserver.storage.models import ApiKey, AuditEntry, Client
+from authserver.storage.models import AuditEntry
 from authserver.tokenrate import TokenRate
 from tests import factories
-from tests.conftest import AppHarness, make_settings, running_app
+from tests.conftest import AppHarness
 from tests.test_admin_ui import csrf, make_user, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -187,36 +186,3 @@ async def test_pages_have_a_strict_csp_and_a_stylesheet(harness: AppHarness) -> 
     css = await h.http.get("/admin/admin.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
     assert "--accent" in css.text
-
-
-async def test_quorum_gated_actions_are_refused_here(tmp_path: Path) -> None:
-    """With [approvals] on, the UI is no way around the quorum (it cannot take approvals)."""
-    settings = make_settings(tmp_path, approvals={
-        "required": 1, "actions": ["api_key.create.privileged", "client.delete"]})
-    async with running_app(settings) as h:
-        make_user(h, "alice")
-        await sign_in(h, "alice")
-        page = await h.http.get("/admin/api-keys")
-        token = csrf(page)
-        strong = await h.http.post("/admin/api-keys", data={
-            "name": "root", "permissions": "*", "csrf_token": token})
-        assert strong.status_code == 403 and "approval" in strong.text
-        with h.runtime.db.session() as session:
-            assert session.scalars(select(ApiKey)).all() == []
-        plain = await h.http.post("/admin/api-keys", data={
-            "name": "reader", "permissions": "invoices.read", "csrf_token": token})
-        assert plain.status_code == 201
-        factories.remember(re.search(r'id="api-key">([^<]+)<', plain.text)
-                           .group(1))  # type: ignore[union-attr]
-        key_id = re.search(r'id="key-id">([^<]+)<', plain.text).group(1)  # type: ignore[union-attr]
-        raised = await h.http.post(f"/admin/api-keys/{key_id}", data={
-            "name": "reader", "permissions": "*", "csrf_token": token})
-        assert raised.status_code == 403 and "approval" in raised.text
-        assert updates(h, key_id) == []
-
-        client, _ = factories.create_client(h.runtime, name="keep me")
-        gone = await h.http.post(f"/admin/clients/{client.client_id}/delete",
-                                 data={"csrf_token": token})
-        assert gone.status_code == 403
-        with h.runtime.db.session() as session:
-            assert session.get(Client, client.client_id) is not None

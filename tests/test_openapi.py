@@ -352,6 +352,13 @@ async def test_approvals_answer_as_documented(tmp_path: Path) -> None:
         done = (await api("POST", f"/approvals/{org_request['id']}/approve", 200,
                           key=second)).json()
         assert done["state"] == "executed"
+        plain_id, _ = new_key(h, "org_default", "x.read")
+        raise_request = (await api("PATCH", f"/api-keys/{plain_id}", 202, key=first,
+                                   json={"permissions": ["*"]})).json()
+        assert raise_request["action"] == "api_key.update.privileged"
+        raised = (await api("POST", f"/approvals/{raise_request['id']}/approve", 200,
+                            key=second)).json()
+        assert raised["state"] == "executed" and raised["result"] == plain_id
 
         for (path, method), op in OPERATIONS.items():
             if not path.startswith(APPROVALS):

@@ -157,34 +157,53 @@ def list_keys(
     return [_record(session, row) for row in session.scalars(query)]
 
 
-def update_key(
-    session: Session, catalog: ScopeCatalog, key_id: str, update: ApiKeyUpdate, now: float,
-    actor: audit.Actor, org_id: str | None = None,
-) -> ApiKeyRecord:
-    row = _live_row(session, key_id, now, org_id)
+def _changes(row: ApiKey, catalog: ScopeCatalog, update: ApiKeyUpdate, now: float
+             ) -> dict[str, Any]:
+    """The validated change (JSON-ready), by field; Invalid when a field is bad or empty."""
     changed: dict[str, Any] = {}
     if update.name is not None:
-        row.name = changed["name"] = _name(update.name)
+        changed["name"] = _name(update.name)
     if update.permissions is not None:
         permissions = check_permissions(update.permissions, catalog.descriptions)
         if not permissions:
             raise Invalid("permissions: at least one")
-        row.permissions = changed["permissions"] = list(permissions)
+        changed["permissions"] = list(permissions)
     if update.ip_allow is not None:
-        row.ip_allow = changed["ip_allow"] = check_cidrs(list(update.ip_allow))
+        changed["ip_allow"] = check_cidrs(list(update.ip_allow))
     if update.clear_expiry:
-        row.expires_at = changed["expires_at"] = None
+        changed["expires_at"] = None
     elif update.expires_at is not None:
-        row.expires_at = changed["expires_at"] = _expiry(update.expires_at, now)
+        changed["expires_at"] = _expiry(update.expires_at, now)
     if update.rate_limits is not None:
-        row.rate_limits = changed["rate_limits"] = check_overrides(update.rate_limits)
+        changed["rate_limits"] = check_overrides(update.rate_limits)
     if not changed:
         raise Invalid("nothing to change: give name, permissions, ip_allowlist, expires_at or "
                       "rate_limits")
+    return changed
+
+
+def check_update(
+    session: Session, catalog: ScopeCatalog, key_id: str, update: ApiKeyUpdate, now: float,
+    org_id: str | None = None,
+) -> dict[str, Any]:
+    """What `update_key` would change now (by field, JSON-ready), changing nothing; the same
+    errors. For a change that waits for approval (docs/approvals.md)."""
+    return _changes(_live_row(session, key_id, now, org_id), catalog, update, now)
+
+
+def update_key(
+    session: Session, catalog: ScopeCatalog, key_id: str, update: ApiKeyUpdate, now: float,
+    actor: audit.Actor, org_id: str | None = None, *, details: dict[str, Any] | None = None,
+) -> ApiKeyRecord:
+    """`details` add to the audit entry's (which lists what changed)."""
+    row = _live_row(session, key_id, now, org_id)
+    changed = _changes(row, catalog, update, now)
+    for field, value in changed.items():
+        setattr(row, field, value)
     row.updated_at = now
     events.record(session, "api_key.updated", key_id, now, row.org_id)
     audit.record(session, actor, "api_key.update", key_id, now, org_id=row.org_id,
-                 details=changed)
+                 details={**changed, **(details or {})})
     return _record(session, row)
 
 

@@ -12,6 +12,7 @@ from authserver.approvals import ApprovalView
 from authserver.cli.common import CliError, cli_actor, command, database, out, show_time
 from authserver.clock import SystemClock
 from authserver.config import Settings
+from authserver.scopes import ScopeCatalog
 
 
 def _text(view: ApprovalView) -> str:
@@ -57,7 +58,7 @@ def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
     now = SystemClock().now()
     with database(settings).session(write=True) as session:
         view = approvals.approve(session, settings.approvals, args.request_id, None, now,
-                                 cli_actor())
+                                 cli_actor(), ScopeCatalog(settings))
     note = {"pending": f"approved; {view.public_dict()['approvals_needed']} more needed",
             "approved": "approved: the requester can now reveal the key (once)",
             "executed": f"approved and done: {view.action} {view.target}"}[view.state]

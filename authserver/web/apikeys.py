@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from authserver import apikeys, approvals
 from authserver.apikeys import ApiKeyRecord
+from authserver.approvals import ApprovalView
 from authserver.errors import invalid_api_key, invalid_body
 from authserver.web.admin_api import (
     AdminApi,
@@ -108,14 +109,23 @@ class ApiKeyEndpoints(AdminApi):
         )
         key_id = self._key_id(request)
 
-        def change(session: Session) -> ApiKeyRecord:
-            self._may_change(session, caller, key_id)
+        def change(session: Session) -> ApiKeyRecord | ApprovalView:
+            current = self._may_change(session, caller, key_id)
+            if approvals.key_update_action(self.settings.approvals, self.catalog,
+                                           current.permissions, update.permissions):
+                # 202: raising a key to privileged permissions waits for the quorum, like
+                # creating such a key (docs/approvals.md); the whole change runs on approval.
+                return approvals.request_key_update(
+                    session, self.settings.approvals, self.catalog, key_id, update, now,
+                    caller.actor, caller.org_filter())
             return apikeys.update_key(session, self.catalog, key_id, update, now, caller.actor,
                                       caller.org_filter())
 
-        record = await self.write(change)
+        result = await self.write(change)
+        if isinstance(result, ApprovalView):
+            return self.respond(request, result.public_dict(), 202)
         self.key_cache.invalidate([key_id])
-        return self.respond(request, record.public_dict(now))
+        return self.respond(request, result.public_dict(now))
 
     async def rotate_key(self, request: Request) -> Response:
         caller = await self.caller(request)
@@ -156,9 +166,10 @@ class ApiKeyEndpoints(AdminApi):
         return key_id
 
     @staticmethod
-    def _may_change(session: Session, caller: Caller, key_id: str) -> None:
+    def _may_change(session: Session, caller: Caller, key_id: str) -> ApiKeyRecord:
         """A caller changes only keys it could have made: holding every permission of the key
         (else rotating or loosening it would hand the caller those permissions)."""
         current = apikeys.get_key(session, key_id, caller.org_filter(), lock=True)
         caller.may_grant(current.permissions)
+        return current
 

@@ -4,7 +4,8 @@ reject, and reveal an approved API key (its requester, once). docs/approvals.md.
 Reading needs `approvals.read`, deciding `approvals.update`. To approve, a caller also needs
 what the action itself needs (so approvers are peers of the requester): `api-keys.create` and
 every permission of the key; `organizations.delete` in the operator organisation;
-`clients.delete` and every scope of the client. A caller sees requests of its own
+`clients.delete` and every scope of the client; `api-keys.update` and every permission of
+the key, before and after the change. A caller sees requests of its own
 organisation only (the operator's callers: every one).
 """
 
@@ -42,6 +43,10 @@ def may_approve(caller: Caller, view: ApprovalView) -> None:
     if view.action in approvals.KEY_ACTIONS:
         caller.need("api-keys", "create")
         caller.may_grant(tuple(view.payload.get("permissions", ())))
+    elif view.action == approvals.KEY_UPDATE_ACTION:
+        caller.need("api-keys", "update")
+        caller.may_grant(tuple(view.payload.get("permissions", ())))
+        caller.may_grant(tuple(view.payload.get("previous_permissions", ())))
     elif view.action == "organization.delete":
         caller.need("organizations", "delete")
         if not caller.operator:
@@ -97,7 +102,7 @@ class ApprovalEndpoints(AdminApi):
                                                       now))
             try:
                 return approvals.approve(session, self.settings.approvals, request_id,
-                                         caller.org_filter(), now, caller.actor)
+                                         caller.org_filter(), now, caller.actor, self.catalog)
             except approvals.NotAllowed as exc:
                 raise refused(exc) from exc
 
@@ -105,6 +110,8 @@ class ApprovalEndpoints(AdminApi):
         if view.state == "executed":  # this instance drops what went; the others follow events
             if view.action == "client.delete":
                 self.client_cache.invalidate([view.target])
+            elif view.action == approvals.KEY_UPDATE_ACTION:
+                self.key_cache.invalidate([view.target])
             else:
                 self.key_cache.clear()
                 self.client_cache.clear()

@@ -151,10 +151,16 @@ PATHS: dict[str, Schema] = {
         "get": _op("getApiKey", "api-keys", "Show an API key", "api-keys.read",
                    {"200": _json("ApiKey")}, "404"),
         "patch": _op("updateApiKey", "api-keys", "Change an API key", "api-keys.update",
-                     {"200": _json("ApiKey")}, "404 409",
+                     {"200": _json("ApiKey"),
+                      "202": _approval("raising the key to privileged permissions")},
+                     "404 409",
                      body={**_input("At least one member; `\"expires_at\": null` removes the "
                                     "expiry.", **API_KEY_FIELDS), "minProperties": 1},
-                     description="A revoked, expired or rotated-out key cannot change (409)."),
+                     description="A revoked, expired or rotated-out key cannot change (409). "
+                     "While `api_key.create.privileged` is gated, a change that gives the key "
+                     "privileged permissions it lacks (`*`, an api_key_only scope, or a "
+                     "wildcard covering one) waits for approval (202); the whole change is "
+                     "made on the final approval."),
     },
     "/api-keys/{key_id}/rotate": {"parameters": [_KEY], "post": _op(
         "rotateApiKey", "api-keys", "Rotate an API key", "api-keys.update",

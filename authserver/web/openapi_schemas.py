@@ -128,9 +128,10 @@ SCHEMAS: dict[str, Schema] = {
         "A request for a gated action (docs/approvals.md); `payload` holds the action's "
         "arguments, never a secret.",
         id=STR, action=enum("api_key.create", "api_key.create.privileged",
-                            "organization.delete", "client.delete"),
+                            "api_key.update.privileged", "organization.delete",
+                            "client.delete"),
         org_id=STR, target={"type": "string", "description": "The organisation or client to "
-                            "delete, or the new key's name"},
+                            "delete, the key to change, or the new key's name"},
         requested_by=STR, payload={"type": "object"},
         state=enum("pending", "approved", "rejected", "expired", "executed"),
         required_approvals=INT,
@@ -142,7 +143,8 @@ SCHEMAS: dict[str, Schema] = {
         created_at=TIME, expires_at={**TIME, "description": "Unix seconds; for an approved "
                                      "key request, the end of its reveal window"},
         decided_at=TIME_OR_NULL, executed_at=TIME_OR_NULL,
-        result={**STR_OR_NULL, "description": "The new key's id, or the deleted object's"}),
+        result={**STR_OR_NULL, "description": "The new key's id, or the changed or deleted "
+                "object's"}),
     "ApprovalPage": page("Approval"),
     "RevealedApiKey": record("The approved key, made now and shown this once.",
                              approval=ref("Approval"), api_key=ref("ApiKey"), key=STR),

@@ -16,6 +16,7 @@ from typing import Any
 
 from starlette.routing import Route
 
+from authserver.web.admin_ui.approvals import ApprovalPages
 from authserver.web.admin_ui.base import PREFIX, no_icon
 from authserver.web.admin_ui.clients import ClientPages
 from authserver.web.admin_ui.dashboard import DashboardPage
@@ -26,7 +27,8 @@ from authserver.web.admin_ui.orgs import OrganizationPages
 __all__ = ["PREFIX", "AdminUi", "routes"]
 
 
-class AdminUi(DashboardPage, ClientPages, ApiKeyPages, OperatorPages, OrganizationPages):
+class AdminUi(DashboardPage, ClientPages, ApiKeyPages, OperatorPages, OrganizationPages,
+              ApprovalPages):
     """Every page of the admin UI (one instance per app)."""
 
 
@@ -61,6 +63,10 @@ def routes(ui: AdminUi) -> list[Any]:
         Route(f"{p}/organizations", ui.page(ui.org_list), methods=["GET"]),
         Route(f"{p}/organizations", ui.page(ui.org_create), methods=["POST"]),
         Route(f"{p}/organizations/{{org_id}}/{{action}}", ui.page(ui.org_action),
+              methods=["POST"]),
+        Route(f"{p}/approvals", ui.page(ui.approval_list), methods=["GET"]),
+        Route(f"{p}/approvals/{{request_id}}", ui.page(ui.approval_detail), methods=["GET"]),
+        Route(f"{p}/approvals/{{request_id}}/{{action}}", ui.page(ui.approval_action),
               methods=["POST"]),
         Route(f"{p}/audit", ui.page(ui.audit_log), methods=["GET"]),
     ]

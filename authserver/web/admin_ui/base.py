@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
-from authserver import audit, users
+from authserver import approvals, audit, users
 from authserver.errors import ApiError, Conflict, Invalid, NotFound, OAuthError
 from authserver.storage.models import DEFAULT_ORG_ID
 from authserver.tokenrate import TokenRate
@@ -64,8 +64,10 @@ class AdminUiBase:
     def render(self, request: Request, name: str, status: int = 200,
                signed: users.SignedIn | None = None, **context: Any) -> Response:
         response = self.templates.TemplateResponse(
-            request, f"admin/{name}", {"signed": signed, "prefix": PREFIX, **context},
-            status_code=status)
+            request, f"admin/{name}", {
+                "signed": signed, "prefix": PREFIX,
+                "pending_approvals": getattr(request.state, "pending_approvals", 0),
+                **context}, status_code=status)
         response.headers["cache-control"] = "no-store"
         response.headers["x-frame-options"] = "DENY"
         response.headers["content-security-policy"] = CSP
@@ -101,6 +103,7 @@ class AdminUiBase:
                                        "this site. Go back, reload the page and try again.")
                 request.state.form = form
             try:
+                request.state.pending_approvals = await self.pending_approvals(signed)
                 return await handler(request, signed)
             except Refused as exc:
                 return self.render(request, "error.html", 403, signed, message=str(exc))
@@ -144,13 +147,16 @@ class AdminUiBase:
         """The signed-in person as the admin API sees a caller, for its may-grant rules."""
         return Caller(PERSON_PERMISSIONS, signed.user.org_id, self.actor(request, signed))
 
-    def not_gated(self, action: str | None) -> None:
-        """Quorum-gated actions (docs/approvals.md) are refused here until the UI can take
-        approvals, so the UI is no way around the quorum."""
-        if action is not None and self.settings.approvals.gates(action):
-            raise Refused(f"This needs the approval of other admins ({action}, see "
-                          "docs/approvals.md): request it through the admin API. The admin "
-                          "UI cannot take approvals yet.")
+    async def pending_approvals(self, signed: users.SignedIn) -> int:
+        """For the nav: requests waiting for approval that this person can see."""
+        now, org = self.deps.clock.now(), self.org_filter(signed)
+        count: int = await self.db(lambda s: approvals.count_pending(s, now, org))
+        return count
+
+    def requested(self, request: Request, signed: users.SignedIn,
+                  view: approvals.ApprovalView) -> Response:
+        """A gated action became a pending request (docs/approvals.md): 202 and a link."""
+        return self.render(request, "approval_requested.html", 202, signed, approval=view)
 
     @staticmethod
     def org_filter(signed: users.SignedIn) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from authserver import clients, registration, users
+from authserver import approvals, clients, registration, users
 from authserver.errors import NotFound
 from authserver.storage.models import DEFAULT_ORG_ID
 from authserver.web.admin_ui.base import PREFIX, AdminUiBase
@@ -78,7 +78,11 @@ class ClientPages(AdminUiBase):
             await self.db(lambda s: clients.set_disabled(s, cid, action == "disable", now,
                                                          actor), True)
         elif action == "delete":
-            self.not_gated("client.delete")
+            gate = self.settings.approvals
+            if gate.gates("client.delete"):  # deleted on the final approval
+                view = await self.db(lambda s: approvals.request_client_delete(
+                    s, gate, cid, now, actor), True)
+                return self.requested(request, signed, view)
             await self.db(lambda s: clients.delete_client(s, cid, now, actor), True)
             self.deps.client_cache.invalidate([cid])
             return RedirectResponse(f"{PREFIX}/clients", 303)

@@ -4,6 +4,8 @@ hands out only permissions they hold, and changes only keys whose permissions th
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -11,6 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from authserver import apikeys, approvals, organizations, users
 from authserver.apikeys import ApiKeyRecord
 from authserver.apikeys.format import Environment
+from authserver.approvals import ApprovalView
 from authserver.errors import Invalid, NotFound
 from authserver.storage.models import DEFAULT_ORG_ID
 from authserver.web.admin_api import Caller
@@ -39,13 +42,18 @@ class ApiKeyPages(AdminUiBase):
             else "live"
         permissions = tuple(form.values.get("permissions", "").split())
         self.caller(request, signed).may_grant(permissions)
-        self.not_gated(approvals.key_action(self.settings.approvals, self.deps.catalog,
-                                            permissions))
         spec = apikeys.ApiKeySpec(
             name=form.values.get("name", ""), org_id=org_id, permissions=permissions,
             environment=environment,
             ip_allow=tuple(form.values.get("ip_allow_text", "").split()),
             expires_at=now + expiry * 86400 if expiry else None)
+        gated = approvals.key_action(self.settings.approvals, self.deps.catalog, permissions)
+        if gated is not None:  # made at its requester's reveal, after approval
+            view = await self.db(lambda s: approvals.request_key(
+                s, self.settings.approvals, self.deps.catalog, gated,
+                replace(spec, expires_at=None), now, self.actor(request, signed),
+                expires_in=expiry * 86400.0 if expiry else None), write=True)
+            return self.requested(request, signed, view)
         record, key = await self.db(lambda s: apikeys.create_key(
             s, self.deps.catalog, spec, self.settings.api_keys.prefix, now,
             self.actor(request, signed)), write=True)
@@ -74,7 +82,7 @@ class ApiKeyPages(AdminUiBase):
         permissions = tuple(form.values.get("permissions", "").split())
         ip_allow = tuple(form.values.get("ip_allow_text", "").split())
 
-        def change(session: Session) -> ApiKeyRecord | None:
+        def change(session: Session) -> ApiKeyRecord | ApprovalView | None:
             current = self.may_change(session, caller, key_id)
             update = apikeys.ApiKeyUpdate(
                 name=name if name != current.name else None,
@@ -85,17 +93,22 @@ class ApiKeyPages(AdminUiBase):
                 clear_expiry=never and current.expires_at is not None)
             if update.permissions is not None:
                 caller.may_grant(update.permissions)
-                if approvals.privileged(self.deps.catalog, update.permissions) and not \
-                        approvals.privileged(self.deps.catalog, current.permissions):
-                    self.not_gated("api_key.create.privileged")  # no way around the quorum
             if update == apikeys.ApiKeyUpdate():
                 return None
+            if approvals.key_update_action(self.settings.approvals, self.deps.catalog,
+                                           current.permissions, update.permissions):
+                # As PATCH in the admin API: the whole change waits for the quorum.
+                return approvals.request_key_update(
+                    session, self.settings.approvals, self.deps.catalog, key_id, update, now,
+                    caller.actor, caller.org_filter())
             return apikeys.update_key(session, self.deps.catalog, key_id, update, now,
                                       caller.actor, caller.org_filter())
 
         record = await self.db(change, write=True)
         if record is None:
             return await self.key_detail(request, signed, "Nothing changed.")
+        if isinstance(record, ApprovalView):
+            return self.requested(request, signed, record)
         self.deps.api_keys.keys.cache.invalidate([key_id])
         return RedirectResponse(f"{PREFIX}/api-keys/{key_id}?saved=1", 303)
 

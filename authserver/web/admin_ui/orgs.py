@@ -1,4 +1,5 @@
-"""Organisation pages: list, create, rename, disable and enable.
+"""Organisation pages: list, create, rename, disable and enable, delete (an empty one; a
+pending request instead when `organization.delete` is gated).
 
 The admin API's rules (web/organizations.py): admins of the operator organisation see, create,
 disable and enable every organisation (except disabling their own); an admin of another
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from authserver import organizations, users
+from authserver import approvals, organizations, users
 from authserver.errors import NotFound
 from authserver.storage.models import DEFAULT_ORG_ID, ApiKey, Client
 from authserver.web.admin_ui.base import PREFIX, AdminUiBase, Refused
@@ -36,7 +37,10 @@ class OrganizationPages(AdminUiBase):
         found = await self.db(read)
         return self.render(request, "organizations.html", signed=signed,
                            operator=scope is None,
-                           changed=request.query_params.get("changed", ""), **found)
+                           changed=request.query_params.get("changed", ""),
+                           deleted=request.query_params.get("deleted", ""),
+                           approvals_gate=self.settings.approvals.gates("organization.delete"),
+                           **found)
 
     async def org_create(self, request: Request, signed: users.SignedIn) -> Response:
         if self.org_filter(signed) is not None:
@@ -65,6 +69,19 @@ class OrganizationPages(AdminUiBase):
             # Records carry their organisation's state; other instances follow the events.
             self.deps.api_keys.keys.cache.clear()
             self.deps.client_cache.clear()
+        elif action == "delete":
+            if self.org_filter(signed) is not None:
+                raise Refused("Only admins of the operator organisation delete "
+                              "organisations.")
+            gate = self.settings.approvals
+            if gate.gates("organization.delete"):  # deleted on the final approval
+                view = await self.db(lambda s: approvals.request_org_delete(
+                    s, gate, org_id, now, actor), True)
+                return self.requested(request, signed, view)
+            await self.db(lambda s: organizations.delete_org(s, org_id, now, actor), True)
+            self.deps.api_keys.keys.cache.clear()
+            self.deps.client_cache.clear()
+            return RedirectResponse(f"{PREFIX}/organizations?deleted={org_id}", 303)
         else:
             raise NotFound(f"no action {action}")
         return RedirectResponse(f"{PREFIX}/organizations?changed={org_id}", 303)
