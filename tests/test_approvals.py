@@ -442,3 +442,99 @@ def test_delete_org_domain_rules(tmp_path: Path) -> None:
     with db.session() as session, pytest.raises(Exception, match="no organisation"):
         organizations.delete_org(session, org, 3.0, actor)
     db.dispose()
+
+
+async def test_raising_a_key_to_privileged_permissions_is_gated(gated: AppHarness) -> None:
+    """PATCH cannot make a plain key (made at once) a `*` key without the quorum."""
+    h = gated
+    requester, first, second = admins(h)
+    key_id, key = new_key(h, "org_default", "invoices.read")
+    factories.remember(key)
+    await call(h, "PATCH", f"/api-keys/{key_id}", requester, 400,
+               json={"permissions": ["*"], "ip_allowlist": ["nope"]})  # checked when asked
+    assert (await call(h, "GET", "/approvals", first, 200))["data"] == []
+    pending = await call(h, "PATCH", f"/api-keys/{key_id}", requester, 202,
+                         json={"permissions": ["*"], "rate_limits": {"hourly": "50/hour"}})
+    assert pending["action"] == "api_key.update.privileged" and pending["target"] == key_id
+    assert pending["payload"]["previous_permissions"] == ["invoices.read"]
+    assert pending["payload"]["changes"] == {"permissions": ["*"],
+                                             "rate_limits": {"hourly": "50/hour"}}
+    assert key not in json.dumps(pending)
+    itself = await h.http.get(f"{API}/api-key", headers={"x-api-key": key})
+    assert itself.json()["permissions"] == ["invoices.read"]
+    # Changes that reach nothing privileged are made at once.
+    plain = await call(h, "PATCH", f"/api-keys/{key_id}", requester, 200,
+                       json={"permissions": ["invoices.*"]})
+    assert plain["permissions"] == ["invoices.*"]
+
+    request_id = pending["id"]
+    await call(h, "POST", f"/approvals/{request_id}/approve", requester, 403)
+    await call(h, "POST", f"/approvals/{request_id}/approve", first, 200)
+    done = await call(h, "POST", f"/approvals/{request_id}/approve", second, 200)
+    assert done["state"] == "executed" and done["result"] == key_id
+    itself = await h.http.get(f"{API}/api-key", headers={"x-api-key": key})
+    assert itself.json()["permissions"] == ["*"]
+    assert audit_actions(h, request_id) == ["approval.request", "approval.approve",
+                                            "approval.approve", "approval.execute"]
+    with h.runtime.db.session() as session:
+        update = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "api_key.update", AuditEntry.target == key_id)
+            .order_by(AuditEntry.id.desc()).limit(1)).one()
+        assert update.details["approval"] == request_id
+        assert update.actor == actor(second)
+    # A `*` key narrowed is not gated.
+    await call(h, "PATCH", f"/api-keys/{key_id}", requester, 200,
+               json={"permissions": ["invoices.read"]})
+
+
+async def test_a_key_update_that_cannot_run_leaves_the_request_pending(
+        gated: AppHarness) -> None:
+    h = gated
+    requester, first, second = admins(h)
+    key_id, _ = new_key(h, "org_default", "invoices.read")
+    request_id = (await call(h, "PATCH", f"/api-keys/{key_id}", requester, 202,
+                             json={"permissions": ["*"]}))["id"]
+    await call(h, "POST", f"/api-keys/{key_id}/revoke", requester, 200)
+    await call(h, "POST", f"/approvals/{request_id}/approve", first, 200)
+    await call(h, "POST", f"/approvals/{request_id}/approve", second, 409)
+    with h.runtime.db.session() as session:
+        row = session.get(ApprovalRequest, request_id)
+        assert row is not None and row.state == "pending" and len(row.approvals) == 1
+
+
+async def test_which_key_updates_are_gated(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, approvals={"required": 1}, scopes=[
+        {"name": "portal-provision", "api_key_only": True},
+        {"name": "billing.mint", "api_key_only": True}])
+    async with running_app(settings) as h:
+        gate, catalog = h.settings.approvals, h.runtime.catalog
+
+        def gated(current: tuple[str, ...], new: tuple[str, ...] | None) -> bool:
+            return approvals.key_update_action(gate, catalog, current, new) is not None
+
+        assert gated(("invoices.read",), ("*",))
+        assert gated(("invoices.read",), ("portal-provision",))
+        assert gated(("invoices.read",), ("billing.*",))  # a wildcard covering one
+        assert gated(("portal-provision",), ("*",))
+        assert gated(("billing.mint",), ("portal-provision", "billing.mint"))
+        assert not gated(("*",), ("portal-provision",))  # narrowing
+        assert not gated(("billing.*",), ("billing.mint",))
+        assert not gated(("invoices.read",), ("invoices.*", "*.read"))
+        assert not gated(("invoices.read",), None)
+        off = make_settings(tmp_path, approvals={"required": 1,
+                                                 "actions": ["organization.delete"]})
+        assert approvals.key_update_action(off.approvals, catalog, (), ("*",)) is None
+
+
+async def test_a_key_cannot_approve_what_a_key_it_made_asked_for(gated: AppHarness) -> None:
+    """Approvers and requesters are apart in both directions along `created_by`."""
+    h = gated
+    maker, other, _ = admins(h)
+    made = await call(h, "POST", "/api-keys", maker, 201, json={
+        "name": "child", "permissions": ["clients.delete", "approvals.read"]})
+    child = factories.remember(made["key"])
+    client, _ = factories.create_client(h.runtime, name="c", scopes=[])
+    request_id = (await call(h, "DELETE", f"/clients/{client.client_id}", child, 202))["id"]
+    error = await call(h, "POST", f"/approvals/{request_id}/approve", maker, 403)
+    assert "made by this approver" in error["message"]
+    await call(h, "POST", f"/approvals/{request_id}/approve", other, 200)
