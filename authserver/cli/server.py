@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -22,6 +23,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
     app = create_app(settings)
+    # uvicorn drains (server.shutdown_timeout), then re-raises the SIGTERM it caught: a
+    # drained stop is a clean exit, status 0, not "killed by SIGTERM".
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(app, host=host, port=port, log_level=settings.logging.level.lower(),
                 proxy_headers=False, server_header=False,
                 timeout_graceful_shutdown=settings.server.shutdown_timeout)
