@@ -268,3 +268,62 @@ def test_operator_walk_through(live: LiveServer, browser: Browser) -> None:
         assert problems == []
     finally:
         context.close()
+
+
+def test_approvals_page(tmp_path: Path, browser: Browser) -> None:
+    """The approvals page with a pending request from the UI, one from the admin API and an
+    approved one (screenshots `approvals`)."""
+    live = start_live_server(tmp_path, approvals={
+        "required": 2, "actions": ["api_key.create.privileged", "organization.delete",
+                                   "client.delete"]})
+    context = browser.new_context(base_url=live.url, viewport={"width": 1280, "height": 800},
+                                  color_scheme="light", locale="en-GB")
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        now = live.runtime.clock.now()
+        with live.runtime.db.session(write=True) as session:
+            for name in (USERNAME, "bob"):
+                users.create_user(session, name, PASSWORD, now, audit.Actor("test"),
+                                  role="admin")
+            _, key = apikeys.create_key(
+                session, live.runtime.catalog,
+                apikeys.ApiKeySpec("ops admin", "org_default", ("*",)),
+                live.settings.api_keys.prefix, now, audit.Actor("test"))
+        factories.remember(key)
+        client, secret = factories.create_client(live.runtime, name="legacy importer")
+        assert secret
+        asked = httpx.delete(f"{live.url}/api/v1/clients/{client.client_id}", timeout=10,
+                             headers={"x-api-key": key})
+        assert asked.status_code == 202, asked.text
+
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.goto("/admin/login")
+        page.get_by_label("Username").fill(USERNAME)
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("link", name="API keys", exact=True).click()
+        page.get_by_label("Name", exact=True).fill("deploy root")
+        page.get_by_label("Permissions").fill("*")
+        page.get_by_role("button", name="Create API key").click()
+        expect(page.get_by_role("status")).to_contain_text("needs 2 approvals")
+        request_id = page.locator("#approval-link").inner_text().strip()
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.get_by_role("link", name=re.compile(r"^Approvals")).click()
+        expect(page.locator("#pending-approvals")).to_contain_text("2")
+        expect(page.locator("tr.approval-row")).to_have_count(2)
+        page.get_by_role("link", name=asked.json()["id"]).click()
+        page.get_by_role("button", name="Approve").click()
+        expect(page.get_by_role("status")).to_contain_text("Approved.")
+        expect(page.locator("#approvals")).to_contain_text(USERNAME)
+        page.get_by_role("link", name="Back to the approvals").click()
+        expect(page.locator("tr.approval-row")).to_have_count(2)
+        expect(page.get_by_role("link", name=request_id)).to_be_visible()
+        Shots(page)("approvals")
+        assert not problems, problems
+    finally:
+        context.close()
+        live.stop()
