@@ -357,6 +357,48 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Log level of the authserver loggers."
     )
+    format: Literal["text", "json"] = Field(
+        "text", description="Log lines as text (for a terminal) or JSON objects with the "
+        "request id (for a log pipeline); `serve` applies it to uvicorn's loggers too.",
+    )
+
+
+class MetricsSettings(_Section):
+    """Prometheus `/metrics` (docs/observability.md)."""
+
+    enabled: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    allow_from: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"],
+        description="CIDRs whose requests may read /metrics without a token (the client "
+        "address, after server.trusted_proxies).",
+    )
+    bearer_token_sha256: str = Field(
+        "", description="Hex SHA-256 of a bearer token that may read /metrics from any "
+        "address (empty: none).",
+    )
+    client_labels: int = Field(
+        100, ge=0, le=10_000,
+        description="Clients given their own client_id label in "
+        "authserver_tokens_issued_total, per process (the first seen); the rest count as "
+        "\"other\".",
+    )
+
+    @field_validator("allow_from")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{cidr!r} is not a CIDR") from exc
+        return value
+
+    @field_validator("bearer_token_sha256")
+    @classmethod
+    def _digest(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("must be 64 lowercase hex digits (the SHA-256 of the token)")
+        return value
 
 
 class Settings(_Section):
@@ -388,6 +430,7 @@ class Settings(_Section):
         "counters in process memory.",
     )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     resources: list[ResourceServer] = Field(
         default_factory=list,
         description="Resource servers clients may name with RFC 8707 `resource`.",

@@ -27,6 +27,7 @@ from limits.strategies import SlidingWindowCounterRateLimiter as SlidingWindow
 
 from authserver.config import RateLimitSettings
 from authserver.errors import Invalid
+from authserver.metrics import RATELIMIT_HITS
 
 log = logging.getLogger("authserver.ratelimit")
 
@@ -159,6 +160,7 @@ class RateLimiter:
         self.namespace = namespace
         self._local = SlidingWindow(store.local) if store.local is not None else None
         self._remote = AsyncSlidingWindow(store.storage) if store.storage is not None else None
+        self._refusals = RATELIMIT_HITS.labels(namespace)
 
     async def hit(self, key: str) -> int | None:
         """Count one request for `key`: None when allowed, else the seconds to wait."""
@@ -187,6 +189,7 @@ class RateLimiter:
                         continue
                     window = await self._remote.get_window_stats(item, self.namespace, key)
                 if not allowed:
+                    self._refusals.inc()
                     return self._verdict(item, window, refused=True)
                 if not tightest.limit or window.remaining < tightest.remaining:
                     tightest = self._verdict(item, window, refused=False)

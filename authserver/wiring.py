@@ -42,6 +42,7 @@ from authserver.web.credentials import install_log_redaction
 from authserver.web.feed import FeedEndpoint
 from authserver.web.forward_auth import ForwardAuth
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.observability import Health, MetricsEndpoint, RuntimeState
 from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import RegistrationEndpoints
 from authserver.web.wellknown import WellKnown
@@ -298,6 +299,11 @@ def create_app(
         operator=OperatorEndpoints(admin),
         forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
                                  rt.counters, rt.clock),
+        health=Health(rt.db, rt.keyring, rt.clock),
+        metrics=MetricsEndpoint(settings, RuntimeState(
+            rt.clock, rt.keyring, lambda: rt.last_poll_ok, lambda: rt.denied.stale,
+            {"clients": rt.cache, "api_keys": rt.api_key_cache},
+        )) if settings.metrics.enabled else None,
         lifespan=lifespan,
     )
     app.router.routes.extend(admin_ui_routes(AdminUi(admin, rt.tokens.rate)))

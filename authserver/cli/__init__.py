@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from authserver import logs
 from authserver.cli import (
     apikeys,
     approvals,
@@ -24,6 +25,7 @@ from authserver.cli.common import CliError, Handler
 from authserver.config import ConfigError, load_settings
 from authserver.errors import Conflict, Invalid, NotFound
 from authserver.keyring import KeyFileError
+from authserver.web.credentials import redact
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"authserver: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.logging.level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.logging.format == "json":  # docs/observability.md
+        logs.configure(settings.logging.level, "json", redact)
+    else:
+        logging.basicConfig(level=settings.logging.level,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     handler: Handler = args.handler
     try:

@@ -13,12 +13,15 @@ from sqlalchemy.engine import make_url
 from authserver.cli.common import command
 from authserver.config import Settings
 from authserver.config_example import render_example
+from authserver.logs import dict_config
 from authserver.storage.db import Database
+from authserver.web.credentials import redact
 from authserver.wiring import create_app
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     host = args.host or settings.server.host
     port = args.port if args.port is not None else settings.server.port
@@ -26,7 +29,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn drains (server.shutdown_timeout), then re-raises the SIGTERM it caught: a
     # drained stop is a clean exit, status 0, not "killed by SIGTERM".
     signal.signal(signal.SIGTERM, lambda *_: None)
+    log_config = LOGGING_CONFIG if settings.logging.format == "text" else \
+        dict_config(settings.logging.level, "json", redact)  # uvicorn's loggers too
     uvicorn.run(app, host=host, port=port, log_level=settings.logging.level.lower(),
+                log_config=log_config,
                 proxy_headers=False, server_header=False,
                 timeout_graceful_shutdown=settings.server.shutdown_timeout)
     return 0

@@ -27,6 +27,7 @@ from authserver.errors import (
     UnsupportedGrantType,
 )
 from authserver.keyring import Keyring
+from authserver.metrics import IssuedTokens
 from authserver.oauth.client_auth import ClientAuthenticator, extract_credentials
 from authserver.ratelimit import Limits, Verdict, rate_key
 from authserver.scopes import ScopeCatalog, grant_scopes, parse_scope
@@ -67,6 +68,7 @@ class TokenService:
         self.limits = limits
         self.failures = failures
         self.rate = TokenRate()  # tokens per minute in this process, for the dashboard
+        self.issued = IssuedTokens(settings.metrics.client_labels)  # Prometheus
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
@@ -96,6 +98,7 @@ class TokenService:
         )
         self.usage.touch(client.client_id, now)
         self.rate.bump(now)
+        self.issued.inc(client.client_id, grant_type)
         body: dict[str, Any] = {
             "access_token": issued.token,
             "token_type": "Bearer",

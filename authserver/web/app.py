@@ -30,6 +30,13 @@ from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth
 from authserver.web.forward_auth import METHODS as FORWARD_AUTH_METHODS
 from authserver.web.middleware import RequestIdMiddleware
 from authserver.web.oauth import OAuthEndpoints
+from authserver.web.observability import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    READY_PATH,
+    Health,
+    MetricsEndpoint,
+)
 from authserver.web.openapi import OPENAPI_PATH, openapi_document
 from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
@@ -59,6 +66,7 @@ def build_app(
     api_keys: ApiKeyEndpoints | None = None, orgs: OrganizationEndpoints | None = None,
     admin_clients: ClientEndpoints | None = None, operator: OperatorEndpoints | None = None,
     forward_auth: ForwardAuth | None = None,
+    health: Health | None = None, metrics: MetricsEndpoint | None = None,
     lifespan: Lifespan | None = None,
 ) -> App:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
@@ -76,6 +84,11 @@ def build_app(
         Route("/introspect", oauth.introspect, methods=["POST"]),
         Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
     ]
+    if health is not None:  # docs/observability.md
+        routes += [Route(HEALTH_PATH, health.healthz, methods=["GET"]),
+                   Route(READY_PATH, health.readyz, methods=["GET"])]
+    if metrics is not None:
+        routes.append(Route(METRICS_PATH, metrics.metrics, methods=["GET"]))
     if feed is not None:
         routes.append(Route(FEED_PATH, feed.poll, methods=["POST"]))
     if registration is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from time import perf_counter
 from urllib.parse import parse_qs, unquote
 
 from starlette.requests import Request
@@ -32,6 +33,8 @@ from authserver.errors import (
     unauthenticated,
     unavailable,
 )
+from authserver.logs import REQUEST_ID
+from authserver.metrics import FORWARD_AUTH, HTTP, HTTP_DURATION
 from authserver.ratelimit import Limits, Verdict
 from authserver.revocation import TokenInspector
 from authserver.usage import UsageCounters
@@ -95,6 +98,9 @@ class ForwardAuth:
         self.prefix = settings.api_keys.prefix
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
+        # Label children bound once: the fast path pays one inc and one observe.
+        self._allowed = FORWARD_AUTH["allowed"]
+        self._allowed_get = HTTP_DURATION.labels(FORWARD_AUTH_PATH, "GET", "200")
 
     def original(self, request: Request, headers: dict[str, str]) -> Original:
         peer = request.client.host if request.client else None
@@ -119,7 +125,9 @@ class ForwardAuth:
         """`GET /forward-auth` as plain ASGI, ahead of Starlette's middleware and routing (see
         `web.app.App`): a gateway asks once per request it forwards, so this is the hottest
         path of all. The same answers as `check`, the same request id and error envelope."""
+        start = perf_counter()
         rid = assign_request_id(scope)
+        context = REQUEST_ID.set(rid)  # for log records (logs.py)
         request = Request(scope)
         try:
             if scope["method"] not in METHODS:
@@ -128,20 +136,41 @@ class ForwardAuth:
             headers = await self.decide(request)
         except ApiError as exc:
             response = api_error_response(exc, rid)
+            outcome = exc.code
         except Exception as exc:
             response = await handle_unexpected(request, exc)
+            outcome = "server_error"
         else:
             raw = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
             raw += [(b"content-length", b"0"), (b"x-request-id", rid.encode())]
             await send({"type": "http.response.start", "status": 200, "headers": raw})
             await send({"type": "http.response.body", "body": b""})
+            self._allowed.inc()
+            if scope["method"] == "GET":
+                self._allowed_get.observe(perf_counter() - start)
+            else:
+                HTTP.observe(FORWARD_AUTH_PATH, scope["method"], 200, perf_counter() - start)
+            REQUEST_ID.reset(context)
             return
         response.headers["x-request-id"] = rid
         await response(scope, receive, send)
+        FORWARD_AUTH[outcome].inc()
+        HTTP.observe(FORWARD_AUTH_PATH, scope["method"], response.status_code,
+                     perf_counter() - start)
+        REQUEST_ID.reset(context)
 
     async def check(self, request: Request) -> Response:
         """The Starlette endpoint: Envoy's `/forward-auth/{path}` form."""
-        return Response(b"", 200, await self.decide(request))
+        try:
+            headers = await self.decide(request)
+        except ApiError as exc:
+            FORWARD_AUTH[exc.code].inc()
+            raise
+        except Exception:
+            FORWARD_AUTH["server_error"].inc()
+            raise
+        self._allowed.inc()
+        return Response(b"", 200, headers)
 
     async def decide(self, request: Request) -> dict[str, str]:
         """The answer's headers when the original request may pass, else an ApiError."""

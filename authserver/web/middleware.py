@@ -8,10 +8,14 @@ import itertools
 import os
 import re
 import secrets
+import time
 from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from authserver.logs import REQUEST_ID
+from authserver.metrics import HTTP, UNMATCHED_ROUTE
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Request ids need to be unique, not unpredictable: a random per-process prefix and a counter
@@ -43,7 +47,9 @@ def assign_request_id(scope: Scope) -> str:
 
 
 class RequestIdMiddleware:
-    """Gives each request an id (or keeps a sane incoming `X-Request-Id`) and echoes it."""
+    """Gives each request an id (or keeps a sane incoming `X-Request-Id`), echoes it, makes it
+    reach log records (`logs.REQUEST_ID`), and times the request for
+    `authserver_http_request_duration_seconds` by the route the router matched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -52,14 +58,33 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = (b"x-request-id", assign_request_id(scope).encode())
+        start = time.perf_counter()
+        rid = assign_request_id(scope)
+        header = (b"x-request-id", rid.encode())
+        status = 500  # unless a response starts: an exception escaped to ServerErrorMiddleware
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = REQUEST_ID.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+            HTTP.observe(route_template(scope), scope["method"], status,
+                         time.perf_counter() - start)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route the router matched (`/api/v1/clients/{client_id}`),
+    never the raw path, so the label set stays bounded; one label for every unknown path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver.config import Settings
-from authserver.errors import UnsupportedResponseType
+from authserver.errors import OAuthError, UnsupportedResponseType
+from authserver.metrics import TOKEN_FAILURE
 from authserver.oauth.revocation import RevocationService
 from authserver.oauth.token import TokenRequest, TokenService
 from authserver.web.errors import NO_STORE
@@ -35,13 +36,17 @@ class OAuthEndpoints:
 
     async def token(self, request: Request) -> Response:
         """RFC 6749 §3.2 token endpoint."""
-        form = await self._form(request, REPEATABLE)
-        body = await self.tokens.issue(TokenRequest(
-            params=form.values,
-            resources=form.repeated.get("resource", ()),
-            authorization=request.headers.get("authorization"),
-            client_ip=client_address(request.scope, self.trusted),
-        ))
+        try:
+            form = await self._form(request, REPEATABLE)
+            body = await self.tokens.issue(TokenRequest(
+                params=form.values,
+                resources=form.repeated.get("resource", ()),
+                authorization=request.headers.get("authorization"),
+                client_ip=client_address(request.scope, self.trusted),
+            ))
+        except OAuthError as exc:
+            TOKEN_FAILURE[exc.error].inc()
+            raise
         return Response(orjson.dumps(body), 200, NO_STORE, "application/json")
 
     async def revoke(self, request: Request) -> Response:
