@@ -47,7 +47,8 @@ class JsonFormatter(logging.Formatter):
                 timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            # Again here: the record factory redacts only string arguments.
+            "message": self.redact(record.getMessage()),
         }
         request_id = getattr(record, "request_id", None) or REQUEST_ID.get()
         if request_id and request_id != "-":
