@@ -3,10 +3,10 @@ reject, and reveal an approved API key (its requester, once). docs/approvals.md.
 
 Reading needs `approvals.read`, deciding `approvals.update`. To approve, a caller also needs
 what the action itself needs (so approvers are peers of the requester): `api-keys.create` and
-every permission of the key; `organizations.delete` in the operator organisation;
-`clients.delete` and every scope of the client; `api-keys.update` and every permission of
-the key, before and after the change. A caller sees requests of its own
-organisation only (the operator's callers: every one).
+every permission of the key; `api-keys.update` and every permission of the key before and
+after a change; `organizations.delete` in the operator organisation; `clients.delete` and
+every scope of the client. A caller sees requests of its own organisation only (the
+operator's callers: every one).
 """
 
 from __future__ import annotations
