@@ -290,7 +290,8 @@ class ApprovalSettings(_Section):
     actions: list[ApprovalAction] = Field(
         default_factory=_default_gated,
         description="Gated actions: api_key.create (every key), api_key.create.privileged (a "
-        "key with *, or an api_key_only scope), organization.delete, client.delete.",
+        "key with *, or an api_key_only scope, made or raised to it), organization.delete, "
+        "client.delete.",
     )
     request_lifetime: int = Field(
         7 * 86400, ge=300, le=90 * 86400,
