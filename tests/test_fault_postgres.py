@@ -29,7 +29,7 @@ from authserver import apikeys, audit
 from authserver.storage.db import Database
 from authserver.storage.models import DEFAULT_ORG_ID
 from tests import factories
-from tests.conftest import bind_loopback, start_live_server
+from tests.conftest import ON_POSTGRES, bind_loopback, start_live_server
 
 OUTAGE_SECONDS = 3.0
 RECOVERY_SECONDS = 15.0
@@ -87,6 +87,8 @@ class Cluster:
 
 @pytest.fixture
 def cluster() -> Iterator[Cluster]:
+    if ON_POSTGRES:
+        pytest.skip("brings its own PostgreSQL; runs once, in the SQLite pass")
     bindir = _postgres_bin()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin "
