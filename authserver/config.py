@@ -128,6 +128,17 @@ class CacheSettings(_Section):
         gt=0,
         description="When the event log cannot be read for this long, cached clients are dropped.",
     )
+    fanout: Literal["auto", "redis", "postgres", "off"] = Field(
+        "auto",
+        description="Wake-up of every instance's event follower on a change: redis (pub/sub on "
+        "redis_url), postgres (LISTEN/NOTIFY), off (polling only); auto: redis when redis_url "
+        "is set, else off.",
+    )
+    fanout_channel: str = Field(
+        "authserver_events", pattern=r"^[a-z][a-z0-9_]{0,62}$",
+        description="Redis channel / PostgreSQL NOTIFY channel of the fan-out; one per "
+        "deployment sharing a Redis or database.",
+    )
 
 
 class DatabaseSettings(_Section):
@@ -427,8 +438,8 @@ class Settings(_Section):
     admin_ui: AdminUiSettings = Field(default_factory=AdminUiSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
     redis_url: str = Field(
-        "", description="Redis for shared rate-limit counters (AUTHSERVER_REDIS_URL); empty: "
-        "counters in process memory.",
+        "", description="Redis for shared rate-limit counters and the event fan-out "
+        "(AUTHSERVER_REDIS_URL); empty: counters in process memory, polling only.",
     )
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
@@ -461,6 +472,14 @@ class Settings(_Section):
                     f"registration.{name} must be 0 or at least twice "
                     "cache.last_used_flush_interval, or clients in use could be reaped"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _fanout(self) -> Settings:
+        if self.cache.fanout == "redis" and not self.redis_url:
+            raise ValueError('cache.fanout = "redis" needs redis_url')
+        if self.cache.fanout == "postgres" and not self.database_url.startswith("postgresql"):
+            raise ValueError('cache.fanout = "postgres" needs a PostgreSQL database_url')
         return self
 
     @property

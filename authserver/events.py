@@ -6,11 +6,13 @@ instance, the RFC 8936 feed) follow the log with `read_since`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import and_, select
+from sqlalchemy import Engine, and_, event, select
 from sqlalchemy.orm import Session
 
 from authserver.storage.models import Event
@@ -52,6 +54,45 @@ def record(
 ) -> None:
     session.add(Event(created_at=at, type=type_, subject=subject, org_id=org_id,
                       data=data or {}))
+    session.info[_APPENDED] = True
+
+
+# -- "the log grew": callbacks run after a commit that recorded events (the fan-out's trigger) --
+
+log = logging.getLogger("authserver.events")
+_APPENDED = "authserver.events.appended"
+_ON_COMMIT: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def on_commit(engine: Engine, callback: Callable[[], None]) -> Callable[[], None]:
+    """Call `callback` (in the committing thread) after each commit on `engine` that recorded
+    an event; returns the function that removes it. The callback must not block."""
+    callbacks = _ON_COMMIT.setdefault(engine, [])
+    callbacks.append(callback)
+
+    def remove() -> None:
+        if callback in callbacks:
+            callbacks.remove(callback)
+    return remove
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    if not session.info.pop(_APPENDED, False):
+        return
+    bind = session.bind
+    engine = bind if isinstance(bind, Engine) else getattr(bind, "engine", None)
+    for callback in list(_ON_COMMIT.get(engine, ())) if engine is not None else ():
+        try:
+            callback()
+        except Exception:  # a wake-up must never turn a committed change into an error
+            log.exception("event commit callback failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_APPENDED, None)
 
 
 def _records(rows: Iterable[Event]) -> list[EventRecord]:

@@ -13,7 +13,7 @@ import anyio.to_thread
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
-from authserver import apikeys, audit, events, hashing, registration, users
+from authserver import apikeys, audit, events, fanout, hashing, registration, users
 from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
@@ -82,6 +82,9 @@ class Runtime:
     failures: audit.FailureLog
     event_cursor: int = 0
     last_poll_ok: float = 0.0
+    # Wakes the event follower before its poll interval (the fan-out; docs/deploy.md).
+    wakeup: fanout.Wakeup = field(default_factory=fanout.Wakeup)
+    fanout: fanout.Fanout | None = None
     _seen_events: dict[int, float] = field(default_factory=dict)
 
     def read_new_events(self) -> list[events.EventRecord]:
@@ -200,9 +203,15 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
                                            failures)
     counters = UsageCounters(settings.rate_limits.read_credits,
                              settings.rate_limits.write_credits)
-    return Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
-                   registrar, denied, revocation, notifier, feed, api_key_cache, api_keys,
-                   limits, counters, failures)
+    runtime = Runtime(settings, clock, db, keyring, cache, catalog, fetcher, tokens, usage,
+                      registrar, denied, revocation, notifier, feed, api_key_cache, api_keys,
+                      limits, counters, failures)
+    channel = fanout.channel_for(settings.cache.fanout, settings.redis_url,
+                                 settings.effective_database_url, settings.cache.fanout_channel)
+    if channel is not None:
+        runtime.fanout = fanout.Fanout(channel, runtime.wakeup)
+        events.on_commit(db.engine, runtime.fanout.committed)
+    return runtime
 
 
 def prepare_storage(db: Database) -> None:
@@ -261,9 +270,12 @@ def create_app(
         async def purge() -> None:
             await anyio.to_thread.run_sync(rt.purge_expired)
 
+        rt.wakeup.bind()
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_every, settings.cache.event_poll_interval, "event poll",
+            tg.start_soon(fanout.follow, rt.wakeup, settings.cache.event_poll_interval,
                           follow_events)
+            if rt.fanout is not None:
+                tg.start_soon(rt.fanout.run)
             tg.start_soon(_every, settings.signing.reload_interval, "key reload", reload_keys)
             tg.start_soon(_every, settings.cache.event_poll_interval, "staleness check",
                           watch_staleness)
