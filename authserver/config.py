@@ -46,6 +46,11 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         65536, ge=1024, description="Largest request body accepted; larger bodies get 413."
     )
+    workers: int = Field(
+        1, ge=1, le=256,
+        description="Worker processes of `authserver serve` (--workers); each has its own "
+        "caches and follows the event log.",
+    )
     shutdown_timeout: int = Field(
         30, ge=0, le=3600,
         description="Seconds `serve` waits for in-flight requests after SIGTERM before it "
