@@ -72,8 +72,11 @@ def cmd_config(directory: str, port: str, alg: str, trusted_proxy: str = "") -> 
     # Forward-auth answers trusted proxies only; the token servers keep no trusted proxy, so
     # their numbers stay comparable with the earlier ones (client_address's proxy branch).
     server = f'\n[server]\ntrusted_proxies = ["{trusted_proxy}"]\n' if trusted_proxy else ""
+    # BENCH_DATABASE_URL (bench/run.sh DATABASE=postgres): a PostgreSQL database of this server
+    database = os.environ.get("BENCH_DATABASE_URL", "")
     (root / "authserver.toml").write_text(
         f'issuer = "http://{HOST}:{int(port)}"\n'
+        + (f'database_url = "{database}"\n' if database else "") +
         f'data_dir = "{root / "data"}"\n'
         f'keys_dir = "{root / "keys"}"\n'
         "\n[logging]\n"
@@ -217,9 +220,17 @@ def cmd_check_forward(port: str, header_lines: str, expect_header: str) -> None:
 
 
 def _process_cpu(pid: int) -> float:
-    """CPU seconds of process `pid`, all its threads (utime + stime)."""
+    """CPU seconds of process `pid` and its descendants (uvicorn's workers under `WORKERS`),
+    all their threads (utime + stime)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for child in children.read_text().split() if children.exists() else ():
+        try:
+            total += _process_cpu(int(child))
+        except FileNotFoundError:  # gone meanwhile
+            pass
+    return total
 
 
 def cmd_metered(server_pid: str, out_file: str, *command: str) -> None:

@@ -20,6 +20,12 @@
 #                        took more than this many cores' worth of CPU is made again, up to 5
 #                        times; 0: keep every run)
 #                      PYTHON=/path/to/venv/bin/python (else $VIRTUAL_ENV, ./.venv, python3)
+#                      WORKERS=1 (uvicorn worker processes of the server, as `authserver serve
+#                        --workers N`; with 2 on a 2-core machine give them both cores and let
+#                        wrk share: SERVER_CPU=0,1 LOAD_CPU=0,1)
+#                      DATABASE=sqlite (or postgres: each server gets a fresh database on
+#                        POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres, dropped on
+#                        exit)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -40,6 +46,10 @@ COMPONENTS=${COMPONENTS:-1}
 MAX_OTHERS=${MAX_OTHERS:-0.1}
 QUIET_WAIT=${QUIET_WAIT:-900}
 QUIET_SECONDS=${QUIET_SECONDS:-3}
+WORKERS=${WORKERS:-1}
+DATABASE=${DATABASE:-sqlite}
+POSTGRES_URL=${POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+case "$DATABASE" in sqlite|postgres) ;; *) echo "bench: DATABASE is sqlite or postgres" >&2; exit 2 ;; esac
 ALL_SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static forward-auth-key
  forward-auth-jwt-RS256 forward-auth-jwt-ES256"
 ALL_SCENARIOS=$(echo $ALL_SCENARIOS)  # one line
@@ -82,6 +92,7 @@ OUT="$HERE/out/$STAMP"
 mkdir -p "$OUT"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/authserver-bench.XXXXXX")
 SERVER_PID=""
+DATABASES=""  # PostgreSQL databases this run made (DATABASE=postgres), dropped on exit
 
 stop_server() {
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -98,6 +109,8 @@ cleanup() {
   # wrk and profilers started in the background by this script (never anything else)
   local job
   for job in $(jobs -p); do kill -TERM "$job" 2>/dev/null || true; done
+  local name
+  for name in $DATABASES; do pg_admin "DROP DATABASE IF EXISTS \"$name\" WITH (FORCE)" || true; done
   rm -rf "$TMP"
   exit "$status"
 }
@@ -106,6 +119,10 @@ trap 'exit 130' INT TERM
 
 log() { echo "== $*" >&2; }
 helper() { "$PY" "$HERE/helper.py" "$@"; }
+# pg_admin SQL: one statement on POSTGRES_URL, autocommit (CREATE/DROP DATABASE)
+pg_admin() { "$PY" -c 'import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn: conn.execute(sys.argv[2])' \
+  "$POSTGRES_URL" "$1"; }
 
 # start_server NAME ALG [TRUSTED_PROXY] [SCOPE]: config, one client (scopes "read write", or
 # SCOPE), the server on SERVER_CPU; sets PORT, BASIC and CONFIG
@@ -113,14 +130,23 @@ start_server() {
   local name=$1 alg=$2 proxy=${3:-} scope=${4:-read write} dir="$TMP/$1"
   PORT=$(helper freeport)
   CONFIG="$dir/authserver.toml"
-  helper config "$dir" "$PORT" "$alg" "$proxy"
+  if [ "$DATABASE" = postgres ]; then
+    local db="authserver_bench_${STAMP,,}_${name,,}"
+    db=${db//[^a-z0-9_]/_}
+    pg_admin "CREATE DATABASE \"$db\""
+    DATABASES="$DATABASES $db"
+    BENCH_DATABASE_URL="${POSTGRES_URL%/*}/$db" helper config "$dir" "$PORT" "$alg" "$proxy"
+    "$PY" -m authserver.cli --config "$CONFIG" migrate >/dev/null
+  else
+    helper config "$dir" "$PORT" "$alg" "$proxy"
+  fi
   local client
   client=$("$PY" -m authserver.cli --config "$CONFIG" --json \
            clients create --name bench --scope "$scope")
   BASIC=$(helper basic "$client")
-  log "$name: server on 127.0.0.1:$PORT (core $SERVER_CPU), $alg, data in $dir"
+  log "$name: server on 127.0.0.1:$PORT (cores $SERVER_CPU, $WORKERS worker(s)), $alg, $DATABASE"
   taskset -c "$SERVER_CPU" "$PY" "$HERE/serve.py" --config "$dir/authserver.toml" \
-    --port "$PORT" >"$OUT/$name.server.log" 2>&1 &
+    --port "$PORT" --workers "$WORKERS" >"$OUT/$name.server.log" 2>&1 &
   SERVER_PID=$!
   helper wait "$PORT" 30
   helper check "$PORT" "$BASIC" "$alg" | tee -a "$OUT/checks.txt" >&2
@@ -255,7 +281,8 @@ profile() {
   helper machine
   echo "- wrk: $(wrk -v 2>&1 | head -1 | awk '{print $2}')"
   echo "- command: \`RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS" \
-       "PROFILE=$PROFILE BASELINE=$BASELINE COMPONENTS=$COMPONENTS" \
+       "PROFILE=$PROFILE BASELINE=$BASELINE COMPONENTS=$COMPONENTS WORKERS=$WORKERS" \
+       "DATABASE=$DATABASE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU" \
        "$([ "$SCENARIOS" = "$ALL_SCENARIOS" ] || echo "SCENARIOS=\"$SCENARIOS\" ")bash" \
        "bench/run.sh\` (server on core $SERVER_CPU, wrk -t1 -c$CONNECTIONS on core $LOAD_CPU)"
   echo "- authserver from: $ROOT, git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null ||

@@ -33,7 +33,7 @@ def worker_app() -> Any:
     return create_app(settings)
 
 
-def _prepare_for_workers(args: argparse.Namespace, settings: Settings) -> None:
+def prepare_workers(config: str | None, settings: Settings) -> None:
     """Once, in the parent, what every worker would otherwise race for: the SQLite migration
     and the first development key."""
     db = Database(settings.effective_database_url, settings.database)
@@ -44,7 +44,7 @@ def _prepare_for_workers(args: argparse.Namespace, settings: Settings) -> None:
     if settings.signing.generate_if_missing:
         Keyring(Path(settings.keys_dir), settings.tokens.access_token_lifetime).ensure_signer(
             settings.signing.algorithm, time.time())
-    path = config_path(args.config, os.environ)
+    path = config_path(config, os.environ)
     if path is not None:  # workers load exactly this file, whatever their working directory
         os.environ["AUTHSERVER_CONFIG"] = str(path.resolve())
 
@@ -64,7 +64,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     workers = args.workers if args.workers is not None else settings.server.workers
     app: Any
     if workers > 1:  # each worker process builds its own app, caches and event follower
-        _prepare_for_workers(args, settings)
+        prepare_workers(args.config, settings)
         app = "authserver.cli.server:worker_app"
     else:
         app = create_app(settings)
