@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import json
 import os
 import socket
@@ -226,10 +227,8 @@ def _process_cpu(pid: int) -> float:
     total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     children = Path(f"/proc/{pid}/task/{pid}/children")
     for child in children.read_text().split() if children.exists() else ():
-        try:
+        with contextlib.suppress(FileNotFoundError):  # gone meanwhile
             total += _process_cpu(int(child))
-        except FileNotFoundError:  # gone meanwhile
-            pass
     return total
 
 
