@@ -12,6 +12,7 @@ timestamps, so every instance reading the same directory agrees without coordina
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -344,11 +345,25 @@ class Keyring:
         return key
 
     def ensure_signer(self, alg: str, now: float) -> SigningKey | None:
-        """First start: when the directory holds no key at all, generate one that signs now."""
-        self.load(now)
-        if self._keys:
-            return None
-        key = self.generate(alg, now, activate_at=now)
+        """First start: when the directory holds no key at all, generate one that signs now.
+        Under a file lock: instances starting together on one shared, empty directory would
+        otherwise each make a key that signs at once, unknown to the others until they reload."""
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd: int | None = os.open(self.directory / ".generate.lock",
+                                     os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # a read-only directory: nothing can be generated into it anyway
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            self.load(now)
+            if self._keys:
+                return None
+            key = self.generate(alg, now, activate_at=now)
+        finally:
+            if fd is not None:
+                os.close(fd)  # releases the lock
         log.warning(
             "generated a development signing key %s in %s; for production, manage keys "
             "with `authserver keys` and keep the directory private", key.kid, self.directory,

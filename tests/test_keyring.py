@@ -234,3 +234,24 @@ def test_the_delay_counts_from_when_the_new_key_file_is_in_place(tmp_path: Path)
     assert states(again, T0 + 12.7)[new.kid] == "published"
     signer = again.snapshot(T0 + 12.8).signer
     assert signer is not None and signer.kid == new.kid
+
+
+def test_instances_starting_together_on_an_empty_directory_make_one_key(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    barrier = threading.Barrier(4)
+    made: list[object] = []
+
+    def start() -> None:
+        keyring = Keyring(tmp_path / "shared", 3600)
+        barrier.wait()
+        made.append(keyring.ensure_signer("ES256", time.time()))
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len([m for m in made if m is not None]) == 1
+    assert len(list((tmp_path / "shared").glob("*.json"))) == 1
