@@ -22,6 +22,7 @@ most once per backoff), and the followers poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import threading
@@ -73,7 +74,8 @@ class Wakeup:
         if running is loop:
             event.set()
         else:
-            loop.call_soon_threadsafe(event.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                loop.call_soon_threadsafe(event.set)
 
     async def wait(self, seconds: float) -> bool:
         """Sleep until set or for `seconds`; True when woken. Clears the flag."""
@@ -233,7 +235,8 @@ class Fanout:
         if running is loop:
             poke.set()
         else:
-            loop.call_soon_threadsafe(poke.set)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
+                loop.call_soon_threadsafe(poke.set)
 
     async def run(self) -> None:
         """The subscriber and the publisher, until cancelled."""
