@@ -445,6 +445,28 @@ def test_memory_counters_expire_and_are_swept() -> None:
     assert counters.decr("kept") == 1 and counters.decr("nothing") == 0
 
 
+def test_limit_items_build_the_same_keys_once() -> None:
+    """The items behind every limit keep `limits`' storage keys (counters in Redis written by
+    an earlier version stay the same counters), build each once, and keep the cache bounded;
+    `limits`' own parsing is left as it was."""
+    from limits import RateLimitItemPerMinute, parse_many
+
+    from authserver import ratelimit
+
+    cached = ratelimit.limit_items("5/minute;100/hour")
+    plain = parse_many("5/minute;100/hour")
+    assert cached == plain
+    for mine, theirs in zip(cached, plain, strict=True):
+        assert mine.key_for("api_key", "key_1") == theirs.key_for("api_key", "key_1")
+        assert mine.key_for("api_key", "key_1") is mine.key_for("api_key", "key_1")
+    assert type(parse_many("5/minute")[0]) is RateLimitItemPerMinute
+    item = cached[0]
+    for n in range(ratelimit.KEY_CACHE + 5):
+        item.key_for("address", str(n))
+    assert len(item._keys) <= ratelimit.KEY_CACHE  # type: ignore[attr-defined]
+    assert item.key_for("address", "7") == plain[0].key_for("address", "7")
+
+
 async def test_changing_a_key_needs_its_permissions(harness: AppHarness) -> None:
     h = harness
     strong_id, strong = new_key(h, "org_default", "invoices.*")
