@@ -64,18 +64,7 @@ class Wakeup:
 
     def set(self) -> None:
         self.count += 1
-        loop, event = self._loop, self._event
-        if loop is None or event is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            event.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-                loop.call_soon_threadsafe(event.set)
+        _set_from_any_thread(self._loop, self._event)
 
     async def wait(self, seconds: float) -> bool:
         """Sleep until set or for `seconds`; True when woken. Clears the flag."""
@@ -225,18 +214,7 @@ class Fanout:
         """After a commit that recorded events (any thread): ask the publisher task to tell
         every instance (this one applied its own change already, and hears its message too)."""
         self._pending.set()
-        loop, poke = self._loop, self._poke
-        if loop is None or poke is None or loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is loop:
-            poke.set()
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (shutdown)
-                loop.call_soon_threadsafe(poke.set)
+        _set_from_any_thread(self._loop, self._poke)
 
     async def run(self) -> None:
         """The subscriber and the publisher, until cancelled."""
@@ -319,3 +297,20 @@ def libpq_conninfo(database_url: str) -> str:
     """A SQLAlchemy PostgreSQL URL as libpq understands it (no `+driver`)."""
     _scheme, sep, rest = database_url.partition("://")
     return "postgresql://" + rest if sep else database_url
+
+
+def _set_from_any_thread(loop: asyncio.AbstractEventLoop | None,
+                         event: asyncio.Event | None) -> None:
+    """Set `event` of `loop` from its own thread or any other; nothing before `bind` or once
+    the loop has closed (shutdown)."""
+    if loop is None or event is None or loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        event.set()
+    else:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(event.set)
