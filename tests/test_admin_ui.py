@@ -91,8 +91,19 @@ async def test_create_a_client_and_csrf(harness: AppHarness) -> None:
     detail = await h.http.get(f"/admin/clients/{client_id}")
     assert str(secret) not in detail.text
     saved = await h.http.post(f"/admin/clients/{client_id}", data={
-        "name": "billing", "scope_text": "read", "ip_allow_text": "", "csrf_token": csrf(page)})
+        "name": "billing", "scope_text": "read", "ip_allow_text": "",
+        "resources_text": "https://api.example.test\nhttps://billing.example.test",
+        "csrf_token": csrf(page)})
     assert saved.status_code == 303
+    with h.runtime.db.session() as session:
+        assert session.get(Client, client_id).resources == [  # type: ignore[union-attr]
+            "https://api.example.test", "https://billing.example.test"]
+    shown = await h.http.get(f"/admin/clients/{client_id}")
+    assert "https://billing.example.test" in shown.text
+    not_uri = await h.http.post(f"/admin/clients/{client_id}", data={
+        "name": "billing", "scope_text": "read", "resources_text": "billing-api",
+        "csrf_token": csrf(page)})
+    assert not_uri.status_code == 400 and "RFC 8707" in not_uri.text
     bad = await h.http.post(f"/admin/clients/{client_id}", data={
         "name": "billing", "scope_text": "read", "ip_allow_text": "not-an-ip",
         "csrf_token": csrf(page)})
@@ -102,7 +113,7 @@ async def test_create_a_client_and_csrf(harness: AppHarness) -> None:
             select(AuditEntry).where(AuditEntry.target == client_id))]
         actors = {e.actor for e in session.scalars(
             select(AuditEntry).where(AuditEntry.target == client_id))}
-    assert actions == ["client.create", "client.update"]
+    assert actions == ["client.create", "client.update"]  # the refused ones changed nothing
     assert len(actors) == 1 and actors.pop().startswith("user:")
     log = await h.http.get("/admin/audit", params={"action": "client."})
     assert client_id in log.text and "client.update" in log.text

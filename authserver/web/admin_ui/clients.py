@@ -49,7 +49,8 @@ class ClientPages(AdminUiBase):
         record = await self.own_client(request, signed)
         return self.render(request, "client.html", signed=signed, client=record,
                            scope_text=" ".join(sorted(record.scopes)),
-                           ip_text="\n".join(str(n) for n in record.ip_allow))
+                           ip_text="\n".join(str(n) for n in record.ip_allow),
+                           resources_text="\n".join(sorted(record.resources)))
 
     async def client_update(self, request: Request, signed: users.SignedIn) -> Response:
         record = await self.own_client(request, signed)
@@ -57,7 +58,8 @@ class ClientPages(AdminUiBase):
         change = clients.ClientUpdate(
             name=form.values.get("name"),
             scopes=tuple(form.values.get("scope_text", "").split()),
-            ip_allow=tuple(form.values.get("ip_allow_text", "").split()))
+            ip_allow=tuple(form.values.get("ip_allow_text", "").split()),
+            resources=tuple(form.values.get("resources_text", "").split()))
         now = self.deps.clock.now()
         await self.db(lambda s: clients.update_client(
             s, self.deps.catalog, record.client_id, change, now, self.actor(request, signed)),
