@@ -117,6 +117,20 @@ async def test_create_a_client_and_csrf(harness: AppHarness) -> None:
     assert len(actors) == 1 and actors.pop().startswith("user:")
     log = await h.http.get("/admin/audit", params={"action": "client."})
     assert client_id in log.text and "client.update" in log.text
+    # a time range (UTC minutes, as the datetime-local fields send them); "until" takes in
+    # its whole minute
+    from datetime import UTC, datetime, timedelta
+    minute = datetime.fromtimestamp(h.runtime.clock.now(), UTC).replace(second=0, microsecond=0)
+    stamp = "%Y-%m-%dT%H:%M"
+    within = await h.http.get("/admin/audit", params={
+        "target": client_id, "since": minute.strftime(stamp), "until": minute.strftime(stamp)})
+    assert within.status_code == 200 and "client.update" in within.text
+    later = await h.http.get("/admin/audit", params={
+        "target": client_id, "since": (minute + timedelta(minutes=1)).strftime(stamp)})
+    assert later.status_code == 200 and "client.update" not in later.text
+    assert "No entries." in later.text
+    wrong = await h.http.get("/admin/audit", params={"since": "yesterday"})
+    assert wrong.status_code == 400
 
 
 async def test_an_org_admin_sees_only_its_organisation(harness: AppHarness) -> None:

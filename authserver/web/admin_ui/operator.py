@@ -6,6 +6,8 @@ others their own organisation's entries."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -98,8 +100,25 @@ class OperatorPages(AdminUiBase):
         query = audit.AuditQuery(
             actor=params.get("actor") or None, action=params.get("action") or None,
             target=params.get("target") or None, org_id=self.org_filter(signed),
+            since=_utc_minute(params.get("since"), "since"),
+            until=_utc_minute(params.get("until"), "until", end=True),
             before_id=int(before) if before else None, limit=100)
         entries = await self.db(lambda s: audit.read(s, query))
         return self.render(request, "audit.html", signed=signed, entries=entries,
-                           filters={k: params.get(k, "") for k in ("actor", "action", "target")},
+                           filters={k: params.get(k, "") for k in AUDIT_FILTERS},
                            next_before=entries[-1].id if len(entries) == 100 else None)
+
+
+AUDIT_FILTERS = ("actor", "action", "target", "since", "until")
+
+
+def _utc_minute(value: str | None, name: str, end: bool = False) -> float | None:
+    """A `datetime-local` field's value (YYYY-MM-DDTHH:MM, read as UTC) as a timestamp: the
+    minute's start, or with `end` its last instant (an "until" includes its minute)."""
+    if not value:
+        return None
+    try:
+        moment = datetime.strptime(value, "%Y-%m-%dT%H:%M")
+    except ValueError as exc:
+        raise Invalid(f"{name}: a time like 2026-11-24T13:05 (UTC)") from exc
+    return moment.replace(tzinfo=UTC).timestamp() + (59.999999 if end else 0.0)
