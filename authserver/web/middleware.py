@@ -36,11 +36,13 @@ os.register_at_fork(after_in_child=_new_id_sequence)
 
 def assign_request_id(scope: Scope) -> str:
     """The request's id, kept in `scope["state"]`: a sane incoming `X-Request-Id`, or a new one."""
-    incoming: str | None = next((value.decode("latin-1") for name, value in scope["headers"]
-                                 if name == b"x-request-id"), None)
-    if incoming and _SAFE_ID.match(incoming):
-        rid = incoming
-    else:
+    rid = ""
+    for name, value in scope["headers"]:  # a plain loop: on every request, forward-auth's too
+        if name == b"x-request-id":
+            incoming: str = value.decode("latin-1")
+            rid = incoming if _SAFE_ID.match(incoming) else ""
+            break
+    if not rid:
         rid = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
     scope.setdefault("state", {})["request_id"] = rid
     return rid
