@@ -16,6 +16,10 @@
                                           value") must be 200 with EXPECT_HEADER ("name:
                                           substring") and RateLimit-* headers; the same check
                                           for DELETE must be 403 insufficient_permissions
+    helper.py tokens PORT FILE            every Basic credential of FILE (one a line) gets a
+                                          token (POST /token, client_credentials)
+    helper.py cache PORT                  print "HITS MISSES" of the client cache (GET /metrics,
+                                          allowed from loopback by default)
     helper.py metered PID OUT -- CMD...   run CMD (wrk) with its output to OUT; print its BENCH
                                           line with the CPU others used meanwhile added
     helper.py quiet MAX_LOAD [SECONDS] [TIMEOUT]
@@ -218,6 +222,34 @@ def cmd_check_forward(port: str, header_lines: str, expect_header: str) -> None:
     print(f"ok: forward-auth GET {headers.get('X-Forwarded-Uri')} allowed ({name}: "
           f"{got[name]!r}, ratelimit-limit {got['ratelimit-limit']}, remaining "
           f"{got['ratelimit-remaining']}); DELETE refused 403 insufficient_permissions")
+
+
+def cmd_tokens(port: str, path: str) -> None:
+    lines = Path(path).read_text(encoding="ascii").split()
+    for basic in lines:
+        req = urllib.request.Request(
+            f"http://{HOST}:{int(port)}/token", data=b"grant_type=client_credentials",
+            headers={"Authorization": f"Basic {basic}",
+                     "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                if "access_token" not in json.loads(resp.read()):
+                    sys.exit(f"POST /token: no access_token for line {lines.index(basic) + 1}")
+        except urllib.error.HTTPError as exc:
+            sys.exit(f"POST /token answered {exc.code} for line {lines.index(basic) + 1} of "
+                     f"{path}: {exc.read()[:200]!r}")
+    print(f"ok: all {len(lines)} sampled clients got a token")
+
+
+def cmd_cache(port: str) -> None:
+    _, body = _get(int(port), "/metrics", 5.0)
+    counts = {"hits": "?", "misses": "?"}
+    for line in body.decode().splitlines():
+        for kind in counts:
+            if line.startswith(f'authserver_cache_{kind}_total{{cache="clients"}}'):
+                counts[kind] = str(int(float(line.split()[-1])))
+    print(counts["hits"], counts["misses"])
 
 
 def _process_cpu(pid: int) -> float:
@@ -489,6 +521,7 @@ def main() -> None:
         "summarize": cmd_summarize, "profile": cmd_profile, "register": cmd_register,
         "compare": cmd_compare, "field": cmd_field, "token": cmd_token,
         "check-forward": cmd_check_forward, "metered": cmd_metered, "quiet": cmd_quiet,
+        "cache": cmd_cache, "tokens": cmd_tokens,
     }
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         sys.exit(__doc__)

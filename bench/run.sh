@@ -26,6 +26,10 @@
 #                      DATABASE=sqlite (or postgres: each server gets a fresh database on
 #                        POSTGRES_URL=postgresql://postgres@127.0.0.1:5432/postgres, dropped on
 #                        exit)
+#                      CLIENTS="10 10000 100000" (unset: skipped) POST /token, ES256, with N
+#                        registered clients each (a server of its own per N; bench/seed_clients.py
+#                        creates them): one hot client, and requests spread over a sample of
+#                        min(N, 1000) clients (scenarios clients-N-hot, clients-N-spread)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -49,6 +53,10 @@ QUIET_SECONDS=${QUIET_SECONDS:-3}
 WORKERS=${WORKERS:-1}
 DATABASE=${DATABASE:-sqlite}
 POSTGRES_URL=${POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}
+CLIENTS=${CLIENTS:-}
+for n in $CLIENTS; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench: CLIENTS holds counts (e.g. \"10 10000\")" >&2; exit 2; }
+done
 case "$DATABASE" in sqlite|postgres) ;; *) echo "bench: DATABASE is sqlite or postgres" >&2; exit 2 ;; esac
 ALL_SCENARIOS="token-RS256 token-RS256-dcr jwks token-ES256 baseline-static forward-auth-key
  forward-auth-jwt-RS256 forward-auth-jwt-ES256"
@@ -92,6 +100,8 @@ OUT="$HERE/out/$STAMP"
 mkdir -p "$OUT"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/authserver-bench.XXXXXX")
 SERVER_PID=""
+SEED=0        # start_server: clients to create besides the CLI one (bench/seed_clients.py)
+BASIC_FILE="" # wrk_command: Basic credentials, one a line, picked at random per request
 DATABASES=""  # PostgreSQL databases this run made (DATABASE=postgres), dropped on exit
 
 stop_server() {
@@ -144,6 +154,14 @@ start_server() {
   client=$("$PY" -m authserver.cli --config "$CONFIG" --json \
            clients create --name bench --scope "$scope")
   BASIC=$(helper basic "$client")
+  if [ "$SEED" -gt 0 ]; then
+    # the CLI client is one of the sample: min(N, 1000) in all, N = SEED + 1
+    local keep=$(( SEED + 1 < 1000 ? SEED : 999 ))
+    log "$name: creating $SEED more clients (bench/seed_clients.py)"
+    "$PY" "$HERE/seed_clients.py" --config "$CONFIG" --count "$SEED" --keep "$keep" \
+      --out "$dir/basic.txt" 2>&1 | tee "$OUT/$name.seed.txt" | tail -1 >&2
+    echo "$BASIC" >>"$dir/basic.txt"
+  fi
   log "$name: server on 127.0.0.1:$PORT (cores $SERVER_CPU, $WORKERS worker(s)), $alg, $DATABASE"
   taskset -c "$SERVER_CPU" "$PY" "$HERE/serve.py" --config "$dir/authserver.toml" \
     --port "$PORT" --workers "$WORKERS" >"$OUT/$name.server.log" 2>&1 &
@@ -156,7 +174,8 @@ start_server() {
 # command line (see wrk.lua for what the arguments do)
 wrk_command() {
   local seconds=$1 path=$2 basic=${3:-} expect=${4:-} headers=${5:-} expect_header=${6:-}
-  WRK_CMD=(env "BENCH_BASIC=$basic" "BENCH_EXPECT=$expect" "BENCH_HEADERS=$headers"
+  WRK_CMD=(env "BENCH_BASIC=$basic" "BENCH_BASIC_FILE=$BASIC_FILE" "BENCH_EXPECT=$expect"
+           "BENCH_HEADERS=$headers"
            "BENCH_EXPECT_HEADER=$expect_header" taskset -c "$LOAD_CPU"
            wrk -t1 -c"$CONNECTIONS" -d"${seconds}s" --latency -s "$HERE/wrk.lua"
            "http://127.0.0.1:$PORT$path")
@@ -283,7 +302,8 @@ profile() {
   echo "- command: \`RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP CONNECTIONS=$CONNECTIONS" \
        "PROFILE=$PROFILE BASELINE=$BASELINE COMPONENTS=$COMPONENTS WORKERS=$WORKERS" \
        "DATABASE=$DATABASE SERVER_CPU=$SERVER_CPU LOAD_CPU=$LOAD_CPU" \
-       "$([ "$SCENARIOS" = "$ALL_SCENARIOS" ] || echo "SCENARIOS=\"$SCENARIOS\" ")bash" \
+       "$([ -z "$CLIENTS" ] || echo "CLIENTS=\"$CLIENTS\" ")$(
+         [ "$SCENARIOS" = "$ALL_SCENARIOS" ] || echo "SCENARIOS=\"$SCENARIOS\" ")bash" \
        "bench/run.sh\` (server on core $SERVER_CPU, wrk -t1 -c$CONNECTIONS on core $LOAD_CPU)"
   echo "- authserver from: $ROOT, git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null ||
         echo "${BENCH_REVISION:-unknown (set BENCH_REVISION)}")$(
@@ -331,6 +351,46 @@ if selected token-ES256; then
   profile token-ES256 /token "$BASIC" '"access_token"'
   stop_server
 fi
+
+# -- client scaling: POST /token, ES256, with N registered clients -------------------------------
+# measure_clients SCENARIO BASIC: as `measure`, and the client cache's hits and misses during the
+# measured runs (after the warm-up) to OUT/clients-cache.txt
+measure_clients() {
+  local scenario=$1 basic=$2 before after i
+  log "$scenario: warm-up ${WARMUP}s"
+  wrk_once "$WARMUP" /token "$basic" '"access_token"' >"$OUT/$scenario.warmup.txt"
+  : >"$OUT/$scenario.jsonl"
+  before=$(helper cache "$PORT")
+  for i in $(seq "$RUNS"); do run_once "$scenario" "$i" /token "$basic" '"access_token"'; done
+  after=$(helper cache "$PORT")
+  "$PY" -c 'import sys; name, b, a = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+print(f"{name}: client cache during the runs: {int(a[0]) - int(b[0])} hits, "
+      f"{int(a[1]) - int(b[1])} misses")' "$scenario" "$before" "$after" \
+    | tee -a "$OUT/clients-cache.txt" >&2
+}
+
+# A server per N with N clients: the CLI one and N-1 made by bench/seed_clients.py through the
+# same domain call (create_client). Two traffic shapes: the CLI client on every request (hot),
+# and each request with a client picked at random from a sample of min(N, 1000) (spread; the
+# client cache holds up to 100,000 records, so after the warm-up they are all cached). The
+# client cache's hits and misses (GET /metrics) during the runs go to OUT/clients-cache.txt;
+# after the server stops, bench/client_lookup.py times a miss in process (any COMPONENTS).
+for n in $CLIENTS; do
+  SEED=$((n - 1))
+  start_server "clients-$n" ES256
+  SEED=0
+  [ -f "$TMP/clients-$n/basic.txt" ] || echo "$BASIC" >"$TMP/clients-$n/basic.txt"
+  # every sampled client must get a token (seeded clients authenticate as CLI-created ones)
+  helper tokens "$PORT" "$TMP/clients-$n/basic.txt" | tee -a "$OUT/checks.txt" >&2
+  measure_clients "clients-$n-hot" "$BASIC"
+  BASIC_FILE="$TMP/clients-$n/basic.txt"
+  measure_clients "clients-$n-spread" ""
+  BASIC_FILE=""
+  stop_server
+  wait_quiet "clients-$n, in-process client lookup"
+  taskset -c "$SERVER_CPU" "$PY" "$HERE/client_lookup.py" --config "$CONFIG" \
+    --basic-file "$TMP/clients-$n/basic.txt" >>"$OUT/client-lookup.md"
+done
 
 # -- forward-auth decisions: an API key, a bearer JWT (RS256 and ES256) --------------------------
 # As a gateway calls it (docs/forward-auth.md): GET /forward-auth from a trusted proxy
@@ -425,6 +485,13 @@ done
   if [ -s "$OUT/token-RS256.jsonl" ] && [ -s "$OUT/token-RS256-dcr.jsonl" ]; then
     echo; echo "## Token endpoint, RS256: CLI-created client vs DCR-registered client"; echo
     helper compare "$OUT" token-RS256 token-RS256-dcr
+  fi
+  if [ -s "$OUT/client-lookup.md" ]; then
+    echo; echo "## Client lookup in process, $DATABASE (µs: median | p99)"; echo
+    echo "| stored clients | sample | read (median, p99) | | miss (median, p99) | | hit (median, p99) | | event poll (median, p99) | |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    cat "$OUT/client-lookup.md"
+    echo; sed 's/$/  /' "$OUT/clients-cache.txt"
   fi
   for alg in $COMPONENT_ALGS; do
     echo; echo "## In-process layer costs, $alg key"; echo

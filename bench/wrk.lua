@@ -3,6 +3,10 @@
 -- Environment:
 --   BENCH_BASIC    set: POST grant_type=client_credentials with "Authorization: Basic $BENCH_BASIC"
 --                  (form content type); unset: a GET of the URL given to wrk.
+--   BENCH_BASIC_FILE  a file of Basic credentials, one base64(client_id:secret) a line: the
+--                  same POST, each request with the credentials of a line picked uniformly at
+--                  random (the client-scaling scenarios of run.sh, CLIENTS); the requests are
+--                  built once per line in init(), so picking one costs wrk a table lookup.
 --   BENCH_HEADERS  request headers, one "Name: value" per line (e.g. the forward-auth
 --                  scenarios' x-api-key or Authorization and X-Forwarded-*).
 --   BENCH_EXPECT   a substring every response body must contain (e.g. "access_token").
@@ -18,13 +22,16 @@ local basic = os.getenv("BENCH_BASIC")
 local expect = os.getenv("BENCH_EXPECT")
 local extra = os.getenv("BENCH_HEADERS")
 local expect_header = os.getenv("BENCH_EXPECT_HEADER")
+local basic_file = os.getenv("BENCH_BASIC_FILE")
 local want_name, want_value
+local pool  -- with BENCH_BASIC_FILE: one ready request per client
 
-if basic and basic ~= "" then
+if basic_file == "" then basic_file = nil end
+if (basic and basic ~= "") or basic_file then
   wrk.method = "POST"
   wrk.body = "grant_type=client_credentials"
   wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-  wrk.headers["Authorization"] = "Basic " .. basic
+  if basic and basic ~= "" then wrk.headers["Authorization"] = "Basic " .. basic end
   wrk.headers["Accept"] = "application/json"
 end
 if extra and extra ~= "" then
@@ -50,6 +57,24 @@ function init(args)
   non200 = 0
   badbody = 0
   firstbad = ""
+  if basic_file then
+    pool = {}
+    for line in io.lines(basic_file) do
+      if line ~= "" then
+        wrk.headers["Authorization"] = "Basic " .. line
+        pool[#pool + 1] = wrk.format()
+      end
+    end
+    assert(#pool > 0, "BENCH_BASIC_FILE has no credentials")
+    math.randomseed(os.time())
+  end
+end
+
+-- Defined only with BENCH_BASIC_FILE: without it wrk sends its one prepared request.
+if basic_file then
+  function request()
+    return pool[math.random(#pool)]
+  end
 end
 
 local function header_ok(headers)
