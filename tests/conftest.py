@@ -259,6 +259,20 @@ class LiveServer:
         self.thread.join(timeout=10)
 
 
+def serve_config(tmp_path: Path, extra: str) -> tuple[Path, str]:
+    """A config file for `authserver serve` as a subprocess on a free loopback port: the
+    file and the issuer URL. `extra` is TOML appended after `[server] port`, e.g.
+    "shutdown_timeout = 5\n[cache]\nevent_poll_interval = 0.5\n"."""
+    sock, url = bind_loopback()
+    port = sock.getsockname()[1]
+    sock.close()
+    config = tmp_path / "authserver.toml"
+    config.write_text(
+        f'issuer = "{url}"\ndata_dir = "{tmp_path / "data"}"\nkeys_dir = "{tmp_path / "keys"}"\n'
+        f'database_url = "{default_database_url(tmp_path)}"\n[server]\nport = {port}\n' + extra)
+    return config, url
+
+
 def bind_loopback() -> tuple[socket.socket, str]:
     """A socket on 127.0.0.1 with an ephemeral port, and its base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -14,20 +14,12 @@ from pathlib import Path
 import httpx
 
 from tests import factories
-from tests.conftest import bind_loopback, default_database_url
+from tests.conftest import serve_config
 
 
 def test_sigterm_lets_an_in_flight_request_finish_then_exits_0(tmp_path: Path) -> None:
-    sock, url = bind_loopback()
-    port = sock.getsockname()[1]
-    sock.close()
-    config = tmp_path / "authserver.toml"
-    config.write_text(
-        f'issuer = "{url}"\ndata_dir = "{tmp_path / "data"}"\nkeys_dir = "{tmp_path / "keys"}"\n'
-        f'database_url = "{default_database_url(tmp_path)}"\n'
-        f'[server]\nport = {port}\nshutdown_timeout = 20\n'
-        '[feed]\nlong_poll_timeout = 3.0\n'
-    )
+    config, url = serve_config(
+        tmp_path, "shutdown_timeout = 20\n[feed]\nlong_poll_timeout = 3.0\n")
     env = {**os.environ, "AUTHSERVER_CONFIG": str(config)}
     cli = [sys.executable, "-m", "authserver.cli"]
     made = subprocess.run([*cli, "--json", "clients", "create", "--name", "rs", "--scope",

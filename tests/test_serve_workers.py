@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests import factories
-from tests.conftest import bind_loopback, default_database_url
+from tests.conftest import serve_config
 
 POLL = 0.5  # cache.event_poll_interval of every worker
 WORKERS = 2
@@ -36,16 +36,8 @@ def worker_pids(pid: int) -> set[int]:
 
 
 def test_workers_serve_follow_the_log_and_stop_on_sigterm(tmp_path: Path) -> None:
-    sock, url = bind_loopback()
-    port = sock.getsockname()[1]
-    sock.close()
-    config = tmp_path / "authserver.toml"
-    config.write_text(
-        f'issuer = "{url}"\ndata_dir = "{tmp_path / "data"}"\nkeys_dir = "{tmp_path / "keys"}"\n'
-        f'database_url = "{default_database_url(tmp_path)}"\n'
-        f'[server]\nport = {port}\nshutdown_timeout = 5\n'
-        f'[cache]\nevent_poll_interval = {POLL}\n'
-    )
+    config, url = serve_config(
+        tmp_path, f"shutdown_timeout = 5\n[cache]\nevent_poll_interval = {POLL}\n")
     env = {**os.environ, "AUTHSERVER_CONFIG": str(config)}
     cli = [sys.executable, "-m", "authserver.cli"]
     made = subprocess.run([*cli, "--json", "clients", "create", "--name", "w", "--scope",
