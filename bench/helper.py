@@ -43,6 +43,7 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import urllib.error
@@ -271,7 +272,6 @@ def cmd_metered(server_pid: str, out_file: str, *command: str) -> None:
     machine that is the kernel's share of the loopback traffic not charged to either process
     (softirq), a few hundredths of a core (bench/README.md)."""
     import resource
-    import subprocess
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import quiet
@@ -397,6 +397,21 @@ def cmd_median(path: str) -> None:
     file = Path(path)
     runs = _runs(file) if file.exists() else []
     print(f"{statistics.median(r['rps'] for r in runs):.1f}" if runs else "0")
+
+
+def measured_tree(root: Path) -> str:
+    """Markdown lines: this machine (`machine`) and the revision of `root`'s authserver/
+    measured, flagging uncommitted changes (BENCH_REVISION names an exported tree)."""
+    machine = subprocess.run([sys.executable, str(Path(__file__).resolve()), "machine"],
+                             capture_output=True, text=True, check=False).stdout.strip()
+    revision = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+    dirty = bool(revision) and subprocess.run(
+        ["git", "-C", str(root), "diff", "--quiet", "HEAD", "--", "authserver"],
+        check=False).returncode != 0
+    revision = revision or os.environ.get("BENCH_REVISION", "unknown (set BENCH_REVISION)")
+    return (f"{machine}\n- authserver from: {root}, git {revision}"
+            f"{' + uncommitted changes in authserver/' if dirty else ''}")
 
 
 def cmd_machine() -> None:

@@ -63,6 +63,8 @@ ROOT = HERE.parent
 # Measure the authserver of the tree this file lives in (also in this process: the CLI calls),
 # whatever is installed; the subprocesses get it first on PYTHONPATH.
 sys.path[:0] = [str(ROOT), str(HERE)]
+from helper import measured_tree  # noqa: E402
+
 HOST = "127.0.0.1"
 TARGET_P99 = 2.0  # seconds, with a 1 s poll interval
 REVOKED = "The token has been revoked"
@@ -532,16 +534,7 @@ def summarize(args: argparse.Namespace, changes: list[Change], fleet: Fleet,
 
 
 def _machine() -> str:
-    helper = subprocess.run([sys.executable, str(HERE / "helper.py"), "machine"],
-                            capture_output=True, text=True, check=False).stdout.strip()
-    revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=False).stdout.strip()
-    dirty = bool(revision) and subprocess.run(
-        ["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "authserver"],
-        check=False).returncode != 0
-    revision = revision or os.environ.get("BENCH_REVISION", "unknown (set BENCH_REVISION)")
-    return (f"{helper}\n- authserver from: {ROOT}, git {revision}"
-            f"{' + uncommitted changes in authserver/' if dirty else ''}")
+    return measured_tree(ROOT)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -60,6 +60,7 @@ from joserfc.util import urlsafe_b64decode  # noqa: E402
 
 sys.path.insert(0, str(HERE))
 import quiet  # noqa: E402  bench/quiet.py
+from helper import measured_tree  # noqa: E402
 
 from authserver.keyring import Keyring  # noqa: E402
 from authserver.resource import Settings, TokenError, Verifier  # noqa: E402
@@ -316,19 +317,7 @@ def measure(loop: asyncio.AbstractEventLoop, alg: str, directory: Path,
 
 
 def _machine() -> str:
-    """Machine, versions and the revision measured (markdown list)."""
-    import subprocess
-
-    machine = subprocess.run([sys.executable, str(HERE / "helper.py"), "machine"],
-                             capture_output=True, text=True, check=False).stdout.strip()
-    revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, check=False).stdout.strip()
-    dirty = bool(revision) and subprocess.run(
-        ["git", "-C", str(ROOT), "diff", "--quiet", "HEAD", "--", "authserver"],
-        check=False).returncode != 0
-    revision = revision or os.environ.get("BENCH_REVISION", "unknown (set BENCH_REVISION)")
-    return (f"{machine}\n- authserver from: {ROOT}, git {revision}"
-            f"{' + uncommitted changes in authserver/' if dirty else ''}")
+    return measured_tree(ROOT)
 
 
 def main() -> int:
