@@ -5,8 +5,10 @@ Counters live in this process's memory, or in Redis (`redis_url`) so that every 
 them. Redis checks are async (`limits.aio`): a slow Redis delays the request that waits for it,
 never the event loop, and a call that takes longer than `REDIS_TIMEOUT` fails. Memory checks are
 plain calls (nothing to wait for; a coroutine per store call cost a fifth of a forward-auth
-decision). A counter store that fails lets the request through and logs why (fail open): a rate
-limit protects capacity, it is not an access control.
+decision), each limit counted in one pass that also yields its window statistics
+(`LocalCounters.hit_sliding`: `limits`' counters and arithmetic without its layers, which made
+a hit and a statistics read cost 2.5 and 2.8 µs). A counter store that fails lets the request
+through and logs why (fail open): a rate limit protects capacity, it is not an access control.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from limits import RateLimitItem, WindowStats, parse_many
 from limits.aio.storage import Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter as AsyncSlidingWindow
 from limits.storage import MemoryStorage, storage_from_string
-from limits.strategies import SlidingWindowCounterRateLimiter as SlidingWindow
 
 from authserver.config import RateLimitSettings
 from authserver.errors import Invalid
@@ -95,9 +96,10 @@ def limit_items(spec: str) -> list[RateLimitItem]:
         if kind is None:  # a subclass without GRANULARITY: `limits` does not register it
             kind = _CACHED_KINDS[type(item)] = type(
                 "Cached" + type(item).__name__, (type(item),),
-                {"__slots__": ("_keys",), "key_for": _cached_key_for})
+                {"__slots__": ("_keys", "_expiry"), "key_for": _cached_key_for})
         cached: Any = kind(item.amount, item.multiples, item.namespace)
         cached._keys = {}
+        cached._expiry = cached.get_expiry()
         items.append(cached)
     return items
 
@@ -117,6 +119,8 @@ class LocalCounters(MemoryStorage):
     def __init__(self) -> None:
         super().__init__()
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
+        # A limit's counter key -> (current window, previous window, their storage keys)
+        self._windows: dict[str, tuple[int, int, str, str]] = {}
 
     def incr(self, key: str, expiry: float, amount: int = 1) -> int:
         self._sweep()
@@ -137,6 +141,64 @@ class LocalCounters(MemoryStorage):
         now = time.time()
         for key in [key for key, at in self.expirations.items() if at <= now]:
             self.clear(key)
+
+    def hit_sliding(self, item: RateLimitItem, namespace: str, key: str, stats: bool
+                    ) -> tuple[bool, int, int] | None:
+        """`limits`' sliding window counter in one pass, at one instant: what its
+        `SlidingWindowCounterRateLimiter.hit` and then `get_window_stats` do with this storage
+        (the same counters under the same keys, the same arithmetic, an expired counter read
+        as zero and dropped), without the second read of both windows and the calls between.
+        (allowed, remaining, seconds to reset) after counting the request if allowed; None
+        when allowed and `stats` is off. A refusal does not count."""
+        expiry: int = getattr(item, "_expiry", 0) or item.get_expiry()  # limit_items' items
+        self._sweep()
+        now = time.time()
+        base = item.key_for(namespace, key)
+        # the keys of `limits`' TimestampedSlidingWindow.sliding_window_keys, built once a window
+        current_window, previous_window = int(now / expiry), int((now - expiry) / expiry)
+        windows = self._windows.get(base)
+        if windows is not None and windows[0] == current_window and \
+                windows[1] == previous_window:
+            previous_key, current_key = windows[2], windows[3]
+        else:
+            if len(self._windows) >= KEY_CACHE:
+                self._windows.clear()
+            previous_key, current_key = f"{base}/{previous_window}", f"{base}/{current_window}"
+            self._windows[base] = (current_window, previous_window, previous_key, current_key)
+        expirations = self.expirations
+        at = expirations.get(previous_key)
+        if at is None or at <= now:
+            previous = 0
+            if at is not None:
+                self.clear(previous_key)
+        else:
+            previous = self.storage.get(previous_key, 0)
+        at = expirations.get(current_key)
+        if at is None or at <= now:
+            current = 0
+            if at is not None:
+                self.clear(current_key)
+        else:
+            current = self.storage.get(current_key, 0)
+        previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous else 0.0
+        allowed = math.floor(previous * previous_ttl / expiry + current) + 1 <= item.amount
+        if allowed:
+            current += 1
+            self.storage[current_key] = current
+            if current == 1:
+                expirations[current_key] = now + 2 * expiry
+            if not stats:
+                return None
+        remaining = max(0, item.amount - math.floor(previous * previous_ttl / expiry + current))
+        if not (previous or current):
+            return allowed, remaining, 1
+        reset_in = math.inf
+        if previous:
+            reset_in = previous_ttl % (expiry / previous)
+        if current:
+            current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
+            reset_in = min(reset_in, current_ttl % expiry)
+        return allowed, remaining, max(1, math.ceil(reset_in))
 
 
 # `limits` wraps the storage methods of every subclass in a layer that translates exceptions
@@ -188,7 +250,7 @@ class RateLimiter:
     def __init__(self, spec: str, namespace: str, store: CounterStore) -> None:
         self.items = limit_items(spec)
         self.namespace = namespace
-        self._local = SlidingWindow(store.local) if store.local is not None else None
+        self._counters = store.local
         self._remote = AsyncSlidingWindow(store.storage) if store.storage is not None else None
         self._refusals = RATELIMIT_HITS.labels(namespace)
 
@@ -202,22 +264,19 @@ class RateLimiter:
         count is atomic (with Redis, one script), so concurrent requests cannot all slip
         through. The limit that refuses does not count the request; the limits before it in
         `items` already have. With `stats`, the verdict of an allowed request carries what the
-        RateLimit-* headers need (one more store call per limit); a refusal always does."""
+        RateLimit-* headers need (with Redis one more store call per limit; in memory it comes
+        with the count); a refusal always does."""
         items = items or self.items
+        if self._counters is not None:
+            return self._check_local(self._counters, key, items, stats)
+        assert self._remote is not None
         tightest = Verdict(0, 0, 0, name=self.namespace)
         try:
             for item in items:
-                if self._local is not None:
-                    allowed = self._local.hit(item, self.namespace, key)
-                    if allowed and not stats:
-                        continue
-                    window = self._local.get_window_stats(item, self.namespace, key)
-                else:
-                    assert self._remote is not None
-                    allowed = await self._remote.hit(item, self.namespace, key)
-                    if allowed and not stats:
-                        continue
-                    window = await self._remote.get_window_stats(item, self.namespace, key)
+                allowed = await self._remote.hit(item, self.namespace, key)
+                if allowed and not stats:
+                    continue
+                window = await self._remote.get_window_stats(item, self.namespace, key)
                 if not allowed:
                     self._refusals.inc()
                     return self._verdict(item, window, refused=True)
@@ -228,6 +287,31 @@ class RateLimiter:
             log.warning("rate-limit store failed for %s; request let through: %s",
                         self.namespace, type(exc).__name__)
             return Verdict(0, 0, 0, name=self.namespace)
+
+    def _check_local(self, counters: LocalCounters, key: str, items: list[RateLimitItem],
+                     stats: bool) -> Verdict:
+        """`check` with the counters in this process's memory: one pass per limit
+        (`LocalCounters.hit_sliding`), the same counts and the same verdict."""
+        namespace = self.namespace
+        tightest: tuple[int, int, int] | None = None  # limit, remaining, reset
+        try:
+            for item in items:
+                outcome = counters.hit_sliding(item, namespace, key, stats)
+                if outcome is None:
+                    continue
+                allowed, remaining, reset = outcome
+                if not allowed:
+                    self._refusals.inc()
+                    return Verdict(item.amount, 0, reset, reset, namespace)
+                if tightest is None or not tightest[0] or remaining < tightest[1]:
+                    tightest = item.amount, remaining, reset
+            if tightest is None:
+                return Verdict(0, 0, 0, name=namespace)
+            return Verdict(*tightest, name=namespace)
+        except Exception as exc:  # cannot happen in memory; fail open as with Redis
+            log.warning("rate-limit store failed for %s; request let through: %s",
+                        namespace, type(exc).__name__)
+            return Verdict(0, 0, 0, name=namespace)
 
     def _verdict(self, item: RateLimitItem, window: WindowStats, refused: bool) -> Verdict:
         reset = max(1, math.ceil(window.reset_time - time.time()))

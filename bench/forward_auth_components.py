@@ -33,11 +33,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from authserver import hashing
-from authserver.apikeys.format import parse_key
+from authserver.apikeys.format import checksum_matches, key_shape
 from authserver.apikeys.permissions import grants, required
 from authserver.config import load_settings
-from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth
-from authserver.web.middleware import client_address
+from authserver.web.forward_auth import FORWARD_AUTH_PATH, ForwardAuth, checked_path
+from authserver.web.middleware import forwarded_client
 from authserver.wiring import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,8 +57,13 @@ def _request(headers: list[tuple[bytes, bytes]]) -> Request:
         "type": "http", "http_version": "1.1", "method": "GET", "scheme": "http",
         "path": FORWARD_AUTH_PATH, "raw_path": FORWARD_AUTH_PATH.encode(), "root_path": "",
         "query_string": b"", "headers": headers, "client": PEER, "server": ("127.0.0.1", 8000),
-        "path_params": {}, "state": {"request_id": "bench"},
+        "state": {"request_id": "bench"},
     })
+
+
+def _decide(fa: ForwardAuth, headers: list[tuple[bytes, bytes]]) -> Awaitable[object]:
+    """`ForwardAuth.decide` as the fast path calls it: the headers read into a dict once."""
+    return fa.decide(_request(headers).scope, {name: value for name, value in reversed(headers)})
 
 
 async def _profile(call: Callable[[], Awaitable[object]], n: int) -> str:
@@ -92,45 +97,50 @@ async def run(args: argparse.Namespace) -> list[str]:
             key_headers = _headers((b"x-api-key", args.key.encode()))
             key_call = _asgi_caller(app, "GET", FORWARD_AUTH_PATH, key_headers, b"")
             await key_call()  # loads the key into the cache
-            request = _request(key_headers)
+            scope = _request(key_headers).scope
             record = await rt.api_keys.authenticate(args.key, "198.51.100.7")
-            sent = {k.decode(): v.decode() for k, v in reversed(key_headers)}
-            fa.original(request, sent)  # a trusted peer and a valid request, or it raises
+            sent = dict(reversed(key_headers))
+            fa.original(scope, sent)  # a trusted peer and a valid request, or it raises
             rows: list[tuple[str, float]] = []
 
             m["asgi"] = await _per_call_us_async(key_call, t)
             rows.append(("ASGI app, GET /forward-auth with x-api-key (the fast path: request "
                          "id, decision, response)", m["asgi"]))
-            m["check"] = await _per_call_us_async(lambda: fa.decide(_request(key_headers)), t)
-            rows.append(("ForwardAuth.decide (the decision alone, API key)", m["check"]))
-            rows.append(("  part: ForwardAuth.original (trusted peer, headers, urlsplit, "
-                         "checked_path, parse_qs, client_address)",
-                         _per_call_us(lambda: fa.original(request, sent), t)))
-            rows.append(("    part: client_address (X-Forwarded-For through ipaddress)",
-                         _per_call_us(lambda: client_address(request.scope, fa.trusted), t)))
+            m["check"] = await _per_call_us_async(lambda: _decide(fa, key_headers), t)
+            rows.append(("ForwardAuth.decide (the decision alone, API key; with reading the "
+                         "headers into a dict)", m["check"]))
+            rows.append(("  part: ForwardAuth.original (trusted peer, method and URI, "
+                         "checked_path, X-Forwarded-For)",
+                         _per_call_us(lambda: fa.original(scope, sent), t)))
+            rows.append(("    part: checked_path (a plain path)",
+                         _per_call_us(lambda: checked_path(URI), t)))
+            rows.append(("    part: forwarded_client (X-Forwarded-For through ipaddress)",
+                         _per_call_us(lambda: forwarded_client(
+                             PEER[0], ["198.51.100.7"], fa._trusted), t)))
             m["auth"] = await _per_call_us_async(
                 lambda: rt.api_keys.authenticate(args.key, "198.51.100.7"), t)
             rows.append(("  part: ApiKeyAuthenticator.authenticate (cached record)", m["auth"]))
-            rows.append(("    part: parse_key (regex, CRC-32, compare_digest)",
-                         _per_call_us(lambda: parse_key(args.key, fa.prefix), t)))
-            rows.append(("    part: hashing.matches (SHA-256, compare_digest)",
-                         _per_call_us(lambda: hashing.matches(args.key, record.digest), t)))
+            rows.append(("    part: key_shape (regex)",
+                         _per_call_us(lambda: key_shape(args.key, fa.prefix), t)))
+            rows.append(("    part: hashing.digest (SHA-256)",
+                         _per_call_us(lambda: hashing.digest(args.key), t)))
+            rows.append(("    not a part: checksum_matches (CRC-32 in base62; once per distinct "
+                         "key)", _per_call_us(lambda: checksum_matches(args.key), t)))
             items = rt.limits.key_items(record.rate_limits)
             m["key_limit"] = await _per_call_us_async(
                 lambda: rt.limits.api_key.check(record.id, items), t)
             rows.append((f"  part: limits.api_key.check ({len(items or rt.limits.api_key.items)} "
-                         "limits: test, hit, window stats each)", m["key_limit"]))
+                         "limits, counted with the window statistics)", m["key_limit"]))
             m["org_limit"] = await _per_call_us_async(
-                lambda: rt.limits.organization.check(record.org_id), t)
-            rows.append(("  part: limits.organization.check (1 limit)", m["org_limit"]))
-            limiter = rt.limits.organization._local
+                lambda: rt.limits.organization.check(record.org_id, stats=False), t)
+            rows.append(("  part: limits.organization.check (1 limit, no statistics)",
+                         m["org_limit"]))
+            counters = rt.limits.store.local
             item = rt.limits.organization.items[0]
-            for what in ("test", "hit", "get_window_stats") if limiter is not None else ():
-                step = getattr(limiter, what)
-                rows.append((f"    part: limits SlidingWindowCounterRateLimiter.{what} "
-                             "(memory storage, one limit)",
-                             _per_call_us(lambda s=step: s(item, "organization", record.org_id),
-                                          t)))
+            for stats in (True, False) if counters is not None else ():
+                rows.append((f"    part: LocalCounters.hit_sliding (one limit, stats={stats})",
+                             _per_call_us(lambda s=stats: counters.hit_sliding(
+                                 item, "organization", record.org_id, s), t)))
             rows.append(("  part: required + grants (permission check)", _per_call_us(
                 lambda: grants(frozenset(record.permissions), *required("GET", URI)) or 1, t)))
             rows.append(("  part: UsageCounters.count", _per_call_us(
@@ -158,7 +168,7 @@ async def run(args: argparse.Namespace) -> list[str]:
                      m["auth"]),
                     ("rest of ForwardAuth.decide (original request, permission, headers, "
                      "usage)", m["check"] - m["key_limit"] - m["org_limit"] - m["auth"]),
-                    ("ASGI fast path: request id, Request, response messages",
+                    ("ASGI fast path: request id, response messages, metrics",
                      m["asgi"] - m["check"]),
                     ("HTTP server + kernel (uvicorn, httptools, uvloop, TCP loopback)",
                      total - m["asgi"]),
@@ -177,8 +187,7 @@ async def run(args: argparse.Namespace) -> list[str]:
             j: list[tuple[str, float]] = []
             m["jwt_asgi"] = await _per_call_us_async(jwt_call, t)
             j.append(("ASGI app, GET /forward-auth with a bearer JWT", m["jwt_asgi"]))
-            m["jwt_check"] = await _per_call_us_async(
-                lambda: fa.decide(_request(jwt_headers)), t)
+            m["jwt_check"] = await _per_call_us_async(lambda: _decide(fa, jwt_headers), t)
             j.append(("ForwardAuth.decide (the decision alone, JWT)", m["jwt_check"]))
             m["active"] = await _per_call_us_async(lambda: inspector.active(args.token), t)
             j.append(("  part: TokenInspector.active (signature, claims, client, deny-list)",
@@ -191,8 +200,9 @@ async def run(args: argparse.Namespace) -> list[str]:
             j.append(("  part: limits.client.check (2 limits)", m["jwt_limits"]))
             org_id = str(claims.get("org_id", ""))
             m["jwt_org"] = await _per_call_us_async(
-                lambda: rt.limits.organization.check(org_id), t)
-            j.append(("  part: limits.organization.check (1 limit)", m["jwt_org"]))
+                lambda: rt.limits.organization.check(org_id, stats=False), t)
+            j.append(("  part: limits.organization.check (1 limit, no statistics)",
+                      m["jwt_org"]))
             out += ["", "| step, bearer JWT | µs per call |", "|---|---:|"]
             out += [f"| {name} | {us:.1f} |" for name, us in j]
             if args.rps_jwt:
@@ -206,7 +216,7 @@ async def run(args: argparse.Namespace) -> list[str]:
                      m["jwt_limits"] + m["jwt_org"]),
                     ("rest of ForwardAuth.decide", m["jwt_check"] - m["active"]
                      - m["jwt_limits"] - m["jwt_org"]),
-                    ("ASGI fast path: request id, Request, response messages",
+                    ("ASGI fast path: request id, response messages, metrics",
                      m["jwt_asgi"] - m["jwt_check"]),
                     ("HTTP server + kernel (uvicorn, httptools, uvloop, TCP loopback)",
                      total - m["jwt_asgi"]),

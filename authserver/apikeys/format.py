@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 import secrets
 import zlib
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 LOOKUP_LEN, SECRET_LEN, CHECK_LEN = 12, 43, 6
@@ -34,8 +33,10 @@ def _check(body: str) -> str:
     return _base62(zlib.crc32(body.encode("ascii")), CHECK_LEN)
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedKey:
+class ParsedKey(NamedTuple):
+    """A key's id and environment (a named tuple: one is built for every request with a key,
+    and a frozen dataclass took half a microsecond)."""
+
     key_id: str
     environment: Environment
 
@@ -50,14 +51,25 @@ def new_key(prefix: str, environment: Environment) -> tuple[str, str]:
 
 def parse_key(presented: str, prefix: str) -> ParsedKey | None:
     """The key's id and environment when it has our shape and checksum, else None."""
+    parsed = key_shape(presented, prefix)
+    if parsed is None or not checksum_matches(presented):
+        return None
+    return parsed
+
+
+def key_shape(presented: str, prefix: str) -> ParsedKey | None:
+    """`parse_key` without the checksum: the id and environment when the key has our shape."""
     match = _SHAPE.match(presented)
     if match is None or match.group(1) != prefix:
         return None
-    body, check = presented[:-CHECK_LEN], presented[-CHECK_LEN:]
-    if not secrets.compare_digest(_check(body), check):
-        return None
     environment: Environment = "live" if match.group(2) == "live" else "test"
     return ParsedKey(KEY_ID_PREFIX + match.group(3)[:LOOKUP_LEN], environment)
+
+
+def checksum_matches(presented: str) -> bool:
+    """Whether the last CHECK_LEN characters of a key of our shape are its checksum."""
+    body, check = presented[:-CHECK_LEN], presented[-CHECK_LEN:]
+    return secrets.compare_digest(_check(body), check)
 
 
 def looks_like_key(value: str, prefix: str) -> bool:

@@ -40,11 +40,10 @@ def required(method: str, path: str) -> tuple[str, str] | None:
     if action is None:
         return None
     segments = [s for s in path.split("?", 1)[0].split("/") if s]
-    if segments and segments[0] == "api":
-        segments = segments[1:]
-    if segments and _VERSION.match(segments[0]):
-        segments = segments[1:]
-    return (segments[0].lower() if segments else ""), action
+    first = 1 if segments and segments[0] == "api" else 0
+    if len(segments) > first and segments[first][0] == "v" and _VERSION.match(segments[first]):
+        first += 1
+    return (segments[first].lower() if len(segments) > first else ""), action
 
 
 def grants(permissions: Collection[str], resource: str, action: str) -> bool:

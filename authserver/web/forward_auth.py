@@ -12,6 +12,7 @@ answer is 200 with identity headers, or 401 / 403 / 429 in the platform envelope
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from time import perf_counter
 from typing import NamedTuple
@@ -40,13 +41,19 @@ from authserver.revocation import TokenInspector
 from authserver.usage import UsageCounters
 from authserver.web.credentials import API_KEY_HEADER, QUERY_WARNING, note_query_key
 from authserver.web.errors import api_error_response, handle_unexpected
-from authserver.web.limiting import enforce, ratelimit_headers
-from authserver.web.middleware import assign_request_id, client_address, in_networks
+from authserver.web.limiting import enforce, raw_ratelimit_headers
+from authserver.web.middleware import assign_request_id, forwarded_client, in_networks
 
 FORWARD_AUTH_PATH = "/forward-auth"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 METHOD_HEADER = "x-forwarded-method"
 URI_HEADER = "x-forwarded-uri"
+# The request's headers are read as ASGI gives them: lower-case bytes.
+_METHOD, _URI = METHOD_HEADER.encode(), URI_HEADER.encode()
+_API_KEY, _FORWARDED_FOR = API_KEY_HEADER.encode(), b"x-forwarded-for"
+_NO_STORE = (b"cache-control", b"no-store")
+_DEPRECATED = ((b"deprecation", b"true"), (b"warning", QUERY_WARNING.encode("latin-1")))
+Headers = list[tuple[bytes, bytes]]
 
 
 def checked_path(raw: str) -> str:
@@ -54,6 +61,11 @@ def checked_path(raw: str) -> str:
     empty segments, encoded slashes or dots, and backslashes are refused rather than resolved: the
     upstream might resolve them differently, and a permission checked for `/customers/..`
     must never open `/invoices`."""
+    if raw[:1] == "/" and "%" not in raw and "." not in raw and ";" not in raw and \
+            "\\" not in raw and "//" not in raw:
+        # Nothing to decode, and neither a dot segment nor an empty one can be: what the full
+        # check below would find (most paths; it takes a few microseconds).
+        return raw
     path = unquote(raw)
     lowered = path.lower() + " " + raw.lower()
     # A segment as servlet containers see it: `..;x` is `..`. Inner empty segments (`//`) are
@@ -70,12 +82,29 @@ def checked_path(raw: str) -> str:
 class Original(NamedTuple):  # a tuple: built once per decision, a dataclass costs more
     method: str
     path: str
-    query: dict[str, list[str]]
+    query: str  # as sent; parsed only to look for a key in it
     address: str | None
 
 
 IDENTITY_HEADERS = ("x-auth-org-id", "x-auth-api-key-id", "x-auth-environment",
                     "x-auth-permissions", "x-auth-client-id", "x-auth-subject", "x-auth-scopes")
+_IDENTITY_NAMES = tuple(name.encode() for name in IDENTITY_HEADERS)
+IDENTITY_CACHE = 10_000  # API keys whose identity headers are kept encoded
+
+
+def identity_headers(identity: dict[str, str]) -> Headers:
+    """Every identity header, empty where it does not apply: gateways copy only the headers
+    present, and a caller's own X-Auth-* must not survive to the API."""
+    return [(name, identity.get(text, "").encode("latin-1"))
+            for name, text in zip(_IDENTITY_NAMES, IDENTITY_HEADERS, strict=True)]
+
+
+class KeyIdentity(NamedTuple):
+    """What an API key's answers share, built once per record (a changed key is a new record)."""
+
+    record: apikeys.ApiKeyRecord
+    grants: frozenset[str]
+    headers: Headers
 
 
 def invalid_token(message: str = "The access token is invalid, expired or revoked") -> ApiError:
@@ -97,51 +126,65 @@ class ForwardAuth:
         self.prefix = settings.api_keys.prefix
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in settings.server.trusted_proxies]
+        trusted = self.trusted
+        # `in_networks` hashes the network list on each call; one address is one lookup here.
+        self._trusted = functools.lru_cache(maxsize=4096)(
+            lambda address: in_networks(address, trusted))
+        self._keys: dict[str, KeyIdentity] = {}
         # Label children bound once: the fast path pays one inc and one observe.
         self._allowed = FORWARD_AUTH["allowed"]
         self._allowed_get = HTTP_DURATION.labels(FORWARD_AUTH_PATH, "GET", "200")
 
-    def original(self, request: Request, headers: dict[str, str]) -> Original:
-        peer = request.client.host if request.client else None
-        if peer is None or not in_networks(peer, self.trusted):
+    def original(self, scope: Scope, sent: dict[bytes, bytes]) -> Original:
+        """`sent`: the request's headers, the first value of each name."""
+        client = scope.get("client")
+        peer = client[0] if client else None
+        if peer is None or not self._trusted(peer):
             raise ApiError(403, "permission_error", "untrusted_proxy",
                            "forward-auth answers trusted proxies only (server.trusted_proxies)")
-        tail = request.path_params.get("path")
+        tail = scope.get("path_params", {}).get("path")
         if tail is not None:  # Envoy: the original request, path prefixed
-            method, uri = request.method, "/" + tail + (
-                "?" + request.url.query if request.url.query else "")
+            query = Request(scope).url.query
+            method, uri = scope["method"], "/" + tail + ("?" + query if query else "")
         else:
-            method, uri = headers.get(METHOD_HEADER, ""), headers.get(URI_HEADER, "")
+            method = sent.get(_METHOD, b"").decode("latin-1")
+            uri = sent.get(_URI, b"").decode("latin-1")
             if not method or not uri:
                 raise invalid_body(f"{METHOD_HEADER} and {URI_HEADER} are required: the proxy "
                                    "must send the original method and URI")
         # Not urlsplit: it would read `//customers/x` as a host and a path.
         path, _, query = uri.partition("#")[0].partition("?")
-        return Original(method.upper(), checked_path(path), parse_qs(query),
-                        client_address(request.scope, self.trusted))
+        path = checked_path(path)
+        # The caller: the peer is a trusted proxy, so the rightmost untrusted X-Forwarded-For
+        # entry (`middleware.client_address`).
+        forwarded = [value.decode("latin-1") for name, value in scope["headers"]
+                     if name == _FORWARDED_FOR]
+        return Original(method.upper(), path, query,
+                        forwarded_client(peer, forwarded, self._trusted))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`GET /forward-auth` as plain ASGI, ahead of Starlette's middleware and routing (see
         `web.app.App`): a gateway asks once per request it forwards, so this is the hottest
         path of all. The same answers as `check`, the same request id and error envelope."""
         start = perf_counter()
-        rid = assign_request_id(scope)
+        # The request's headers as a dict, once, still bytes: the first of a repeated name, as
+        # Starlette's `Headers.get` answers, without its scan on every lookup.
+        sent = {name: value for name, value in reversed(scope["headers"])}
+        rid = assign_request_id(scope, sent.get(b"x-request-id", b""))
         context = REQUEST_ID.set(rid)  # for log records (logs.py)
-        request = Request(scope)
         try:
             if scope["method"] not in METHODS:
                 raise ApiError(405, "invalid_request_error", "method_not_allowed",
                                "Method not allowed on this endpoint")
-            headers = await self.decide(request)
+            raw = await self.decide(scope, sent)
         except ApiError as exc:
             response = api_error_response(exc, rid)
             outcome = exc.code
         except Exception as exc:
-            response = await handle_unexpected(request, exc)
+            response = await handle_unexpected(Request(scope), exc)
             outcome = "server_error"
         else:
-            raw = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
-            raw += [(b"content-length", b"0"), (b"x-request-id", rid.encode())]
+            raw += ((b"content-length", b"0"), (b"x-request-id", rid.encode()))
             await send({"type": "http.response.start", "status": 200, "headers": raw})
             await send({"type": "http.response.body", "body": b""})
             self._allowed.inc()
@@ -160,8 +203,9 @@ class ForwardAuth:
 
     async def check(self, request: Request) -> Response:
         """The Starlette endpoint: Envoy's `/forward-auth/{path}` form."""
+        sent = {name: value for name, value in reversed(request.scope["headers"])}
         try:
-            headers = await self.decide(request)
+            raw = await self.decide(request.scope, sent)
         except ApiError as exc:
             FORWARD_AUTH[exc.code].inc()
             raise
@@ -169,61 +213,65 @@ class ForwardAuth:
             FORWARD_AUTH["server_error"].inc()
             raise
         self._allowed.inc()
-        return Response(b"", 200, headers)
+        response = Response(b"", 200)
+        response.raw_headers[:0] = raw  # ahead of its content-length, as a dict of headers
+        return response
 
-    async def decide(self, request: Request) -> dict[str, str]:
-        """The answer's headers when the original request may pass, else an ApiError."""
-        # The request's headers as a dict, once: the first of a repeated name, as Starlette's
-        # `Headers.get` answers, without its scan and lower-casing on every lookup.
-        sent = {name.decode("latin-1"): value.decode("latin-1")
-                for name, value in reversed(request.scope["headers"])}
-        original = self.original(request, sent)
+    async def decide(self, scope: Scope, sent: dict[bytes, bytes]) -> Headers:
+        """The answer's headers when the original request may pass (a new list), else an
+        ApiError. `sent`: the request's headers, the first value of each name."""
+        original = self.original(scope, sent)
         needed = apikeys.required(original.method, original.path)
-        headers: dict[str, str] = {"cache-control": "no-store"}
-        key = sent.get(API_KEY_HEADER)
+        raw: Headers = [_NO_STORE]
+        value = sent.get(_API_KEY)
+        key = None if value is None else value.decode("latin-1")
         from_query = False
-        if key is None and self.settings.api_keys.allow_query_parameter:
-            values = original.query.get(API_KEY_HEADER)
+        if key is None and original.query and self.settings.api_keys.allow_query_parameter:
+            values = parse_qs(original.query).get(API_KEY_HEADER)
             if values:
                 key, from_query = values[0], True
-        kind, _, bearer = sent.get("authorization", "").partition(" ")
-        bearer = bearer.strip() if kind.lower() == "bearer" else ""
         if key is not None:
-            grants, identity, verdict = await self._api_key(key.strip(), original.address)
+            record = await self.authenticator.authenticate(key.strip(), original.address)
+            verdict = await self._limit(await self.limits.api_key.check(
+                record.id, self.limits.key_items(record.rate_limits)), record.org_id)
+            grants, identity = self._key_identity(record)
+            subject, org_id = record.id, record.org_id
             if from_query:
-                headers["deprecation"] = "true"
-                headers["warning"] = QUERY_WARNING
-                note_query_key(identity["x-auth-api-key-id"], original.address)
-        elif bearer and apikeys.looks_like_key(bearer, self.prefix):
-            raise invalid_api_key("API keys are sent in the x-api-key header, not as "
-                                  "Authorization: Bearer", "api_key_in_authorization_header")
-        elif bearer:
-            grants, identity, verdict = await self._token(bearer)
+                raw += _DEPRECATED
+                note_query_key(record.id, original.address)
         else:
-            raise invalid_api_key("An API key (x-api-key) or a bearer token is required",
-                                  "missing")
+            kind, _, bearer = sent.get(b"authorization", b"").decode("latin-1").partition(" ")
+            bearer = bearer.strip() if kind.lower() == "bearer" else ""
+            if bearer and apikeys.looks_like_key(bearer, self.prefix):
+                raise invalid_api_key("API keys are sent in the x-api-key header, not as "
+                                      "Authorization: Bearer", "api_key_in_authorization_header")
+            if not bearer:
+                raise invalid_api_key("An API key (x-api-key) or a bearer token is required",
+                                      "missing")
+            grants, claimed, verdict = await self._token(bearer)
+            identity = identity_headers(claimed)
+            subject, org_id = claimed["x-auth-client-id"], claimed.get("x-auth-org-id", "")
         if needed is None or not apikeys.grants(grants, *needed):
             wanted = f"{needed[0]}.{needed[1]}" if needed else f"{original.method} (no action)"
             raise insufficient_permissions(wanted)
-        # Every identity header, empty where it does not apply: gateways copy only the headers
-        # present, and a caller's own X-Auth-* must not survive to the API.
-        headers.update({name: identity.get(name, "") for name in IDENTITY_HEADERS})
-        headers.update(ratelimit_headers(verdict))
-        subject = identity.get("x-auth-api-key-id") or identity["x-auth-client-id"]
-        self.counters.count(subject, identity.get("x-auth-org-id", ""), needed[1],
-                            self.clock.now(), api_key="x-auth-api-key-id" in identity)
-        return headers
+        raw += identity
+        raw += raw_ratelimit_headers(verdict)
+        self.counters.count(subject, org_id, needed[1], self.clock.now(),
+                            api_key=key is not None)
+        return raw
 
-    async def _api_key(self, key: str, address: str | None
-                       ) -> tuple[frozenset[str], dict[str, str], Verdict]:
-        record = await self.authenticator.authenticate(key, address)
-        verdict = await self._limit(await self.limits.api_key.check(
-            record.id, self.limits.key_items(record.rate_limits)), record.org_id)
-        return frozenset(record.permissions), {
-            "x-auth-org-id": record.org_id, "x-auth-api-key-id": record.id,
-            "x-auth-environment": record.environment,
-            "x-auth-permissions": " ".join(record.permissions),
-        }, verdict
+    def _key_identity(self, record: apikeys.ApiKeyRecord) -> tuple[frozenset[str], Headers]:
+        known = self._keys.get(record.id)
+        if known is None or known.record is not record:
+            if len(self._keys) >= IDENTITY_CACHE:
+                self._keys.clear()
+            headers = identity_headers({
+                "x-auth-org-id": record.org_id, "x-auth-api-key-id": record.id,
+                "x-auth-environment": record.environment,
+                "x-auth-permissions": " ".join(record.permissions)})
+            known = KeyIdentity(record, frozenset(record.permissions), headers)
+            self._keys[record.id] = known
+        return known.grants, known.headers
 
     async def _token(self, token: str) -> tuple[frozenset[str], dict[str, str], Verdict]:
         try:

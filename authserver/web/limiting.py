@@ -25,6 +25,15 @@ def ratelimit_headers(verdict: Verdict) -> dict[str, str]:
             "ratelimit-reset": str(verdict.reset)}
 
 
+def raw_ratelimit_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    """`ratelimit_headers` as ASGI header pairs (forward-auth builds its answer's headers)."""
+    if not verdict.limit:
+        return []
+    return [(b"ratelimit-limit", b"%d" % verdict.limit),
+            (b"ratelimit-remaining", b"%d" % verdict.remaining),
+            (b"ratelimit-reset", b"%d" % verdict.reset)]
+
+
 def _too_many(verdict: Verdict) -> ApiError:
     assert verdict.retry_after is not None
     error = rate_limit_exceeded(verdict.retry_after, verdict.name)

@@ -9,7 +9,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -34,14 +34,19 @@ def _new_id_sequence() -> None:
 os.register_at_fork(after_in_child=_new_id_sequence)
 
 
-def assign_request_id(scope: Scope) -> str:
-    """The request's id, kept in `scope["state"]`: a sane incoming `X-Request-Id`, or a new one."""
+def assign_request_id(scope: Scope, incoming: bytes | None = None) -> str:
+    """The request's id, kept in `scope["state"]`: a sane incoming `X-Request-Id`, or a new one.
+    `incoming`: the first `X-Request-Id` value, when the caller has already looked for it
+    (forward-auth reads its headers once); else the headers are searched here."""
+    if incoming is None:
+        for name, value in scope["headers"]:  # a plain loop: on every request
+            if name == b"x-request-id":
+                incoming = value
+                break
     rid = ""
-    for name, value in scope["headers"]:  # a plain loop: on every request, forward-auth's too
-        if name == b"x-request-id":
-            incoming: str = value.decode("latin-1")
-            rid = incoming if _SAFE_ID.match(incoming) else ""
-            break
+    if incoming is not None:
+        sent: str = incoming.decode("latin-1")
+        rid = sent if _SAFE_ID.match(sent) else ""
     if not rid:
         rid = f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
     scope.setdefault("state", {})["request_id"] = rid
@@ -100,9 +105,16 @@ def client_address(scope: Scope, trusted: Sequence[Network]) -> str | None:
     if not trusted or peer is None or not in_networks(peer, trusted):
         return peer
     forwarded = Headers(scope=scope).getlist("x-forwarded-for")
+    return forwarded_client(peer, forwarded, lambda hop: in_networks(hop, trusted))
+
+
+def forwarded_client(peer: str, forwarded: Iterable[str], trusted: Callable[[str], bool]
+                     ) -> str | None:
+    """`client_address` once the peer is known to be a trusted proxy: the rightmost entry of
+    the X-Forwarded-For values `forwarded` (in the order sent) that is not itself trusted."""
     hops = [_host(hop) for value in forwarded for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if hop is None or not in_networks(hop, trusted):
+        if hop is None or not trusted(hop):
             return hop
     return hops[0] if hops and hops[0] else peer
 
