@@ -319,6 +319,78 @@ class ApprovalSettings(_Section):
         return self.required > 0 and action in self.actions
 
 
+class AuthorizationSettings(_Section):
+    """People's flows: authorization code + PKCE behind login and consent, refresh tokens and
+    OpenID Connect (docs/authorization.md)."""
+
+    enabled: bool = Field(
+        True, description="Serve the authorization endpoint, login and consent pages, userinfo "
+        "and the authorization_code and refresh_token grants (off: none of it is mounted or "
+        "advertised).",
+    )
+    code_lifetime: int = Field(
+        60, ge=10, le=600, description="Seconds an authorization code can be exchanged.",
+    )
+    refresh_token_lifetime: int = Field(
+        30 * 86400, ge=0, le=365 * 86400,
+        description="Seconds a refresh-token family lives from the login that began it (0: no "
+        "refresh tokens are issued).",
+    )
+    rotate_confidential: bool = Field(
+        False, description="Rotate refresh tokens of confidential clients too (public clients' "
+        "are always rotated, with reuse detection).",
+    )
+    id_token_lifetime: int = Field(
+        3600, ge=60, le=86400, description="Seconds an OpenID Connect ID token is valid.",
+    )
+    consent_lifetime: int = Field(
+        0, ge=0, le=3650 * 86400,
+        description="Seconds a remembered consent lasts (0: until the person revokes it).",
+    )
+    default_scopes: list[str] = Field(
+        default_factory=lambda: ["openid"],
+        description="Scopes granted when an authorization request names none, within what "
+        "the client may have.",
+    )
+
+
+class CimdSettings(_Section):
+    """Client ID Metadata Documents: an https URL as client_id (docs/authorization.md)."""
+
+    enabled: bool = Field(
+        True, description="Accept an https URL as client_id and fetch its metadata document.",
+    )
+    allow_domains: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose documents are accepted (a leading \"*.\" covers subdomains; "
+        "empty: every host not denied).",
+    )
+    deny_domains: list[str] = Field(
+        default_factory=list, description="Hosts whose documents are refused (wins over allow).",
+    )
+    allow_loopback: bool = Field(
+        False, description="Development and tests only: accept http:// and loopback addresses "
+        "for metadata documents.",
+    )
+    max_bytes: int = Field(
+        5120, ge=512, le=1_048_576, description="Largest metadata document accepted, in bytes.",
+    )
+    min_cache_seconds: int = Field(
+        60, ge=0, le=86400, description="A document is cached at least this long.",
+    )
+    max_cache_seconds: int = Field(
+        86400, ge=60, le=30 * 86400, description="A document is cached at most this long.",
+    )
+    scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email", "offline_access"],
+        description="Scopes a metadata-document client may be granted (with the person's "
+        "consent).",
+    )
+    organization: str = Field(
+        "org_default", description="The organisation metadata-document clients belong to.",
+    )
+
+
 class ForwardAuthSettings(_Section):
     audiences: list[str] = Field(
         default_factory=list,
@@ -442,6 +514,8 @@ class Settings(_Section):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     admin_ui: AdminUiSettings = Field(default_factory=AdminUiSettings)
     approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
+    authorization: AuthorizationSettings = Field(default_factory=AuthorizationSettings)
+    cimd: CimdSettings = Field(default_factory=CimdSettings)
     redis_url: str = Field(
         "", description="Redis for shared rate-limit counters and the event fan-out "
         "(AUTHSERVER_REDIS_URL); empty: counters in process memory, polling only.",

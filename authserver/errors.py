@@ -24,6 +24,10 @@ OAuthErrorCode = Literal[
     "invalid_token",
     "too_many_requests",
     "insufficient_scope",
+    "access_denied",
+    "login_required",
+    "consent_required",
+    "interaction_required",
 ]
 
 
@@ -98,6 +102,25 @@ class UnsupportedResponseType(OAuthError):
     """RFC 6749 §4.1.2.1: the server does not support this response type."""
 
     error = "unsupported_response_type"
+
+
+class AccessDenied(OAuthError):
+    """RFC 6749 §4.1.2.1: the resource owner or authorization server denied the request."""
+
+    error = "access_denied"
+    status_code = 403
+
+
+class LoginRequired(OAuthError):
+    """OpenID Connect Core §3.1.2.6: prompt=none, and nobody is signed in."""
+
+    error = "login_required"
+
+
+class ConsentRequired(OAuthError):
+    """OpenID Connect Core §3.1.2.6: prompt=none, and the person has not consented."""
+
+    error = "consent_required"
 
 
 class TemporarilyUnavailable(OAuthError):

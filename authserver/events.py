@@ -26,6 +26,7 @@ EventType = Literal[
     "client.deleted",
     "client.cut_off",
     "token.revoked",
+    "subject.cutoff",
     "organization.created",
     "organization.updated",
     "organization.disabled",

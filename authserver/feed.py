@@ -23,8 +23,10 @@ from authserver.storage.models import Event, SetReceiver
 SET_TYP = "secevent+jwt"
 CUTOFF_EVENT = "urn:authserver:secevent:client-cutoff"
 REVOKED_EVENT = "urn:authserver:secevent:token-revoked"
+SUBJECT_CUTOFF_EVENT = "urn:authserver:secevent:subject-cutoff"
 # Event log types that change what a resource server must accept.
-DELIVERED = ("client.updated", "client.disabled", "client.deleted", "token.revoked")
+DELIVERED = ("client.updated", "client.disabled", "client.deleted", "token.revoked",
+             "subject.cutoff")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,10 @@ def set_claims(event: Event, issuer: str, audience: str) -> dict[str, Any]:
     if event.type == "token.revoked":
         payload = {REVOKED_EVENT: {"jti": data["jti"], "client_id": data["client_id"],
                                    "exp": data["exp"]}}
+    elif event.type == "subject.cutoff":
+        payload = {SUBJECT_CUTOFF_EVENT: {
+            "sub": data["user_id"], "client_id": data.get("client_id"),
+            "tokens_valid_after": data["tokens_valid_after"], "reason": data.get("reason")}}
     else:
         payload = {CUTOFF_EVENT: {"client_id": event.subject,
                                   "tokens_valid_after": data.get("tokens_valid_after", 0.0),

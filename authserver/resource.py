@@ -38,6 +38,7 @@ ACCESS_TOKEN_TYP = "at+jwt"
 SET_TYP = "secevent+jwt"
 CUTOFF_EVENT = "urn:authserver:secevent:client-cutoff"
 REVOKED_EVENT = "urn:authserver:secevent:token-revoked"
+SUBJECT_CUTOFF_EVENT = "urn:authserver:secevent:subject-cutoff"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "client_id")
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)")
 Scope = MutableMapping[str, Any]
@@ -129,6 +130,8 @@ class Verifier:
         self._key_lock = asyncio.Lock()
         self.denied: dict[str, float] = {}
         self.cutoffs: dict[str, float] = {}
+        # (person, client or "" for all of the person's tokens) -> dead before this instant.
+        self.subject_cutoffs: dict[tuple[str, str], float] = {}
         self._acks: list[str] = []
         # This process's own position in the feed: a restart or another worker of the same
         # API starts from the history instead of after someone else's acknowledgements.
@@ -251,8 +254,15 @@ class Verifier:
                 raise TokenError("Revocation status is unknown (the feed is unreachable)")
         if claims["jti"] in self.denied:
             raise TokenError("The token has been revoked")
-        if iat < self.cutoffs.get(str(claims["client_id"]), 0.0):
+        client_id = str(claims["client_id"])
+        if iat < self.cutoffs.get(client_id, 0.0):
             raise TokenError("The token was issued before its client was changed or revoked")
+        sub = str(claims["sub"])
+        if self.subject_cutoffs and sub != client_id and iat < max(
+                self.subject_cutoffs.get((sub, ""), 0.0),
+                self.subject_cutoffs.get((sub, client_id), 0.0)):
+            raise TokenError("The token was issued before its user was disabled or their "
+                             "consent revoked")
 
     # -- the revocation feed ------------------------------------------------------------------
 
@@ -293,6 +303,12 @@ class Verifier:
             after = _number(cutoff.get("tokens_valid_after")) or 0.0
             client_id = cutoff["client_id"]
             self.cutoffs[client_id] = max(self.cutoffs.get(client_id, 0.0), after)
+        person = payload.get(SUBJECT_CUTOFF_EVENT)
+        if isinstance(person, dict) and isinstance(person.get("sub"), str):
+            after = _number(person.get("tokens_valid_after")) or 0.0
+            client = person.get("client_id")
+            key = (person["sub"], client if isinstance(client, str) else "")
+            self.subject_cutoffs[key] = max(self.subject_cutoffs.get(key, 0.0), after)
 
     async def _follow_feed(self) -> None:
         while True:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -46,14 +46,16 @@ class UserRecord:
     status: str
     created_at: float
     last_login_at: float | None
+    email_verified: bool = False
 
     @classmethod
     def from_row(cls, row: User) -> UserRecord:
         return cls(row.id, row.username, row.email, row.name, row.role, row.org_id, row.status,
-                   row.created_at, row.last_login_at)
+                   row.created_at, row.last_login_at, bool(row.email_verified))
 
     def public_dict(self) -> dict[str, Any]:
         return {"id": self.id, "username": self.username, "email": self.email,
+                "email_verified": self.email_verified,
                 "name": self.name, "role": self.role, "org_id": self.org_id,
                 "status": self.status, "created_at": self.created_at,
                 "last_login_at": self.last_login_at}
@@ -75,7 +77,7 @@ def _username(value: str) -> str:
 def create_user(
     session: Session, username: str, password: str, now: float, actor: audit.Actor, *,
     role: str = "admin", org_id: str = DEFAULT_ORG_ID, email: str | None = None,
-    name: str = "",
+    name: str = "", email_verified: bool = False,
 ) -> UserRecord:
     if role not in ROLES:
         raise Invalid("role: admin or user")
@@ -86,7 +88,8 @@ def create_user(
     row = User(id=USER_ID_PREFIX + secrets.token_hex(8), username=_username(username),
                email=email, name=name.strip()[:200], password_hash=_hasher.hash(
                    check_password(password)), role=role, org_id=org_id, status="active",
-               created_at=now, updated_at=now, failed_logins=0)
+               created_at=now, updated_at=now, failed_logins=0,
+               email_verified=email_verified)
     session.add(row)
     try:
         session.flush()
@@ -200,3 +203,114 @@ def end_session(session: Session, token: str) -> None:
 def purge_sessions(session: Session, now: float) -> int:
     result = session.execute(delete(WebSession).where(WebSession.expires_at <= now))
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# -- administration (admin API, admin UI, CLI) -------------------------------------------------
+
+MAX_NAME = 200
+MAX_EMAIL = 320
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if len(name) > MAX_NAME or not name.isprintable():
+        raise Invalid(f"name: up to {MAX_NAME} printable characters")
+    return name
+
+
+def check_email(email: str) -> str:
+    email = email.strip()
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain) or len(email) > MAX_EMAIL or not email.isprintable() \
+            or any(c.isspace() for c in email):
+        raise Invalid("email: an address like alice@example.com")
+    return email
+
+
+def get_user(session: Session, user_id: str) -> UserRecord:
+    row = session.get(User, user_id)
+    if row is None:
+        raise NotFound(f"no user {user_id}")
+    return UserRecord.from_row(row)
+
+
+def user_by_username(session: Session, username: str) -> UserRecord:
+    row = session.scalars(select(User).where(User.username == username.strip().lower())).first()
+    if row is None:
+        raise NotFound(f"no user {username.strip()[:200]}")
+    return UserRecord.from_row(row)
+
+
+def page_users(
+    session: Session, org_id: str | None = None, *, role: str | None = None,
+    status: str | None = None, after: tuple[float, str] | None = None, limit: int | None = None,
+) -> list[UserRecord]:
+    """Oldest first, optionally of one organisation, role or status; `after` (created_at, id)
+    and `limit` page through (keyset)."""
+    query = select(User).order_by(User.created_at, User.id)
+    if org_id is not None:
+        query = query.where(User.org_id == org_id)
+    if role is not None:
+        query = query.where(User.role == role)
+    if status is not None:
+        query = query.where(User.status == status)
+    if after is not None:
+        query = query.where(or_(User.created_at > after[0],
+                                (User.created_at == after[0]) & (User.id > after[1])))
+    if limit is not None:
+        query = query.limit(limit)
+    return [UserRecord.from_row(r) for r in session.scalars(query)]
+
+
+@dataclass(frozen=True, slots=True)
+class UserChange:
+    """What to change; None leaves a field as it is. `email=""` removes the address."""
+
+    name: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    role: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+def update_user(session: Session, user_id: str, change: UserChange, now: float,
+                actor: audit.Actor) -> UserRecord:
+    """Change a person's profile, role or password (each checked before anything changes).
+    A new email address is unverified unless `email_verified` comes with it. Audited as
+    `user.update` with the names of the changed fields (a password as `user.set_password`)."""
+    name = check_name(change.name) if change.name is not None else None
+    email = (check_email(change.email) if change.email.strip() else "") \
+        if change.email is not None else None
+    if change.role is not None and change.role not in ROLES:
+        raise Invalid("role: admin or user")
+    if change.password is not None:
+        check_password(change.password)
+    row = session.get(User, user_id, with_for_update=True)
+    if row is None:
+        raise NotFound(f"no user {user_id}")
+    changed: list[str] = []
+    if name is not None and name != row.name:
+        row.name = name
+        changed.append("name")
+    if email is not None and (email or None) != row.email:
+        row.email = email or None
+        changed.append("email")
+        if change.email_verified is None and row.email_verified:
+            row.email_verified = False
+            changed.append("email_verified")
+    if change.email_verified is not None and change.email_verified != row.email_verified:
+        row.email_verified = change.email_verified
+        changed.append("email_verified")
+    if change.role is not None and change.role != row.role:
+        row.role = change.role
+        changed.append("role")
+    if changed:
+        row.updated_at = now
+        details: dict[str, Any] = {"changed": changed}
+        if "role" in changed:
+            details["role"] = row.role
+        audit.record(session, actor, "user.update", user_id, now, org_id=row.org_id,
+                     details=details)
+    if change.password is not None:
+        set_password(session, user_id, change.password, now, actor)
+    return UserRecord.from_row(row)

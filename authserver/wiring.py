@@ -14,23 +14,28 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 
 from authserver import apikeys, audit, events, fanout, hashing, registration, users
+from authserver.cimd import MetadataDocuments
 from authserver.clients import ClientCache, ClientDirectory
 from authserver.clients.usage import UsageTracker, record_last_used
 from authserver.clock import Clock, SystemClock
 from authserver.config import Settings
 from authserver.feed import DELIVERED, purge_receivers
 from authserver.keyring import KeyFileError, Keyring
+from authserver.oauth.authorize import AuthorizationRequests
 from authserver.oauth.client_auth import ClientAuthenticator
 from authserver.oauth.feed import FeedService, Notifier
+from authserver.oauth.grants import PersonGrants
 from authserver.oauth.revocation import RevocationService
 from authserver.oauth.token import TokenService
 from authserver.outbound import JsonFetcher
+from authserver.people import codes, refresh
 from authserver.ratelimit import CounterStore, Limits
 from authserver.replay import MemoryReplayCache
 from authserver.revocation import DenyList, TokenInspector, purge_denied
 from authserver.scopes import ScopeCatalog
 from authserver.storage.db import Database
 from authserver.usage import UsageCounters, record_usage
+from authserver.web.account import AccountPages
 from authserver.web.admin_api import AdminDeps
 from authserver.web.admin_ops import OperatorEndpoints
 from authserver.web.admin_ui import AdminUi
@@ -45,6 +50,8 @@ from authserver.web.oauth import OAuthEndpoints
 from authserver.web.observability import Health, MetricsEndpoint, RuntimeState
 from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import RegistrationEndpoints
+from authserver.web.signin import SignIn
+from authserver.web.users_admin import UserEndpoints
 from authserver.web.wellknown import WellKnown
 
 log = logging.getLogger("authserver")
@@ -165,6 +172,9 @@ class Runtime:
             receivers = purge_receivers(session, now - idle)
             entries = audit.purge(session, now - self.settings.audit.retention_days * 86400.0)
             users.purge_sessions(session, now)
+            # Kept an hour past expiry, so a late second use of a code is still recognised.
+            codes.purge_codes(session, now - 3600.0)
+            refresh.purge_refresh_tokens(session, now)
         self.denied.purge(now)
         return denied, receivers, entries
 
@@ -188,10 +198,13 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     limits = Limits(settings.rate_limits, CounterStore(settings.redis_url))
     tokens = TokenService(settings, clock, keyring, ClientDirectory(db, cache), authenticator,
                           catalog, usage, limits, failures)
-    denied = DenyList()
+    denied = DenyList(horizon=2.0 * settings.tokens.access_token_lifetime)
     directory = tokens.clients
     inspector = TokenInspector(settings.issuer, clock, keyring, directory, denied, db)
     revocation = RevocationService(tokens, inspector, denied, db, clock)
+    if settings.authorization.enabled:
+        documents = MetadataDocuments(settings, clock) if settings.cimd.enabled else None
+        tokens.enable_people(PersonGrants(settings, clock, keyring, db, denied), documents)
     notifier = Notifier()
     feed = FeedService(settings, clock, db, keyring, tokens, notifier, EVENT_RESCAN_MARGIN)
     keys_dir = Path(settings.keys_dir)
@@ -212,6 +225,17 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         runtime.fanout = fanout.Fanout(channel, runtime.wakeup)
         events.on_commit(db.engine, runtime.fanout.committed)
     return runtime
+
+
+def people_pages(settings: Settings, rt: Runtime) -> AccountPages | None:
+    """The authorization endpoint, sign-in, consent and account pages, and userinfo."""
+    if not settings.authorization.enabled:
+        return None
+    requests = AuthorizationRequests(settings, rt.catalog, rt.tokens.lookup)
+    pages = AccountPages(settings, rt.db, rt.clock, SignIn(settings, rt.db, rt.clock),
+                         rt.catalog, requests)
+    pages.bind(rt.tokens, rt.revocation.inspector)
+    return pages
 
 
 def prepare_storage(db: Database) -> None:
@@ -294,6 +318,8 @@ def create_app(
         except SQLAlchemyError as exc:
             log.warning("last-use flush at shutdown failed: %s", exc)
         await rt.fetcher.aclose()
+        if rt.tokens.documents is not None:
+            await rt.tokens.documents.aclose()
         await rt.limits.store.aclose()
         rt.db.dispose()
 
@@ -309,9 +335,11 @@ def create_app(
         orgs=OrganizationEndpoints(admin),
         admin_clients=ClientEndpoints(admin),
         operator=OperatorEndpoints(admin),
+        users=UserEndpoints(admin),
         forward_auth=ForwardAuth(settings, rt.api_keys, rt.revocation.inspector, rt.limits,
                                  rt.counters, rt.clock),
         health=Health(rt.db, rt.keyring, rt.clock),
+        people=people_pages(settings, rt),
         metrics=MetricsEndpoint(settings, RuntimeState(
             rt.clock, rt.keyring, lambda: rt.last_poll_ok, lambda: rt.denied.stale,
             {"clients": rt.cache, "api_keys": rt.api_key_cache},

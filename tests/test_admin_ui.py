@@ -51,14 +51,14 @@ async def test_sign_in_session_and_sign_out(harness: AppHarness) -> None:
     dashboard = await h.http.get("/admin")
     assert dashboard.status_code == 200 and "Dashboard" in dashboard.text
     assert dashboard.headers["x-frame-options"] == "DENY"
-    token = h.http.cookies.get("authserver_admin")
+    token = h.http.cookies.get("authserver_session")
     assert token and token not in dashboard.text
     with h.runtime.db.session() as session:
         stored = session.scalars(select(WebSession.id)).all()
         assert len(stored) == 1 and token not in stored  # only its digest
     out = await h.http.post("/admin/logout", data={"csrf_token": csrf(dashboard)})
     assert out.status_code == 303
-    h.http.cookies.set("authserver_admin", token)  # a copied cookie is dead too
+    h.http.cookies.set("authserver_session", token)  # a copied cookie is dead too
     assert (await h.http.get("/admin")).status_code == 303
 
 
@@ -169,7 +169,7 @@ async def test_https_issuer_gets_a_secure_host_cookie(tmp_path: Any) -> None:
         make_user(h, "alice")
         ok = await sign_in(h, "alice")
         cookie = ok.headers["set-cookie"]
-        assert cookie.startswith("__Host-authserver_admin=")
+        assert cookie.startswith("__Host-authserver_session=")
         assert "Secure" in cookie and "Path=/" in cookie and "HttpOnly" in cookie
         assert (await h.http.get("/admin")).status_code == 200
 

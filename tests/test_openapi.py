@@ -21,10 +21,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from authserver import organizations
+from authserver import audit, organizations
 from authserver.clock import FakeClock
 from authserver.config import Settings
 from authserver.keyring import KeyFileError
+from authserver.people import consents
 from authserver.web.admin_api import API_PREFIX
 from authserver.web.openapi import document
 from tests import factories
@@ -228,6 +229,37 @@ async def test_every_route_answers_as_documented(api: Api) -> None:
     await api("DELETE", f"/organizations/{other['id']}", 204, key=admin)
     await api("GET", f"/organizations/{other['id']}", 404, key=admin)
 
+    # -- people
+    _, people_tenant = new_key(h, org, "users.*")
+    person = (await api("POST", "/users", 201, key=admin, json={
+        "username": "pat", "password": "correct horse battery", "email": "pat@example.com",
+        "email_verified": True, "name": "Pat", "role": "user",
+        "org_id": "org_default"})).json()
+    doomed = (await api("POST", "/users", 201, key=admin, json={
+        "username": "dan", "password": "correct horse battery"})).json()
+    await api("POST", "/users", 409, key=admin, json={"username": "PAT",
+                                                      "password": "correct horse battery"})
+    await api("POST", "/users", 404, key=admin, json={
+        "username": "x", "password": "correct horse battery", "org_id": "org_nope"})
+    await api("GET", "/users", 200, key=admin, params={"role": "user", "status": "active",
+                                                       "limit": 1})
+    await api("GET", "/users", 400, key=admin, params={"role": "root"}, valid=False)
+    await api("GET", "/users", 404, key=people_tenant, params={"org_id": "org_default"})
+    user_id = person["id"]
+    await api("GET", f"/users/{user_id}", 200, key=admin)
+    await api("PATCH", f"/users/{user_id}", 200, key=admin, json={"name": "Pat P",
+                                                                  "email_verified": False})
+    await api("POST", f"/users/{user_id}/disable", 200, key=admin)
+    await api("POST", f"/users/{user_id}/enable", 200, key=admin)
+    with h.runtime.db.session(write=True) as session:
+        consents.grant(session, user_id, client_id, ("invoices.read",), h.runtime.clock.now(),
+                       0, audit.Actor("test"))
+    await api("GET", f"/users/{user_id}/consents", 200, key=admin)
+    await api("DELETE", f"/users/{user_id}/consents", 204, key=admin,
+              params={"client_id": client_id})
+    await api("DELETE", f"/users/{user_id}/consents", 400, key=admin, valid=False)
+    await api("DELETE", f"/users/{doomed['id']}", 204, key=admin)
+
     # -- initial access tokens, signing keys
     new = (await api("POST", "/registration-tokens", 201, key=admin, json={
         "scopes": ["read"], "max_uses": 2, "expires_in": 3600, "description": "agents"})).json()
@@ -276,7 +308,7 @@ async def test_every_route_answers_as_documented(api: Api) -> None:
 
     ids = {"key_id": rotated["api_key"]["id"], "org_id": org, "client_id": client_id,
            "token_id": new["registration_token"]["id"], "kid": signer["kid"],
-           "request_id": "apr_0000000000000000"}
+           "request_id": "apr_0000000000000000", "user_id": user_id}
     # -- every operation: no credential, too weak a one, bodies malformed or too large
     # (on objects that exist: some look the object up first), unknown ids
     for (path, method), op in OPERATIONS.items():

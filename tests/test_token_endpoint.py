@@ -103,7 +103,8 @@ async def test_wrong_method_for_registered_client_is_invalid_client(harness: App
     [
         ({}, 400, "invalid_request"),
         ({"grant_type": "password"}, 400, "unsupported_grant_type"),
-        ({"grant_type": "authorization_code"}, 400, "unsupported_grant_type"),
+        # Supported, but not registered for this (client_credentials) client.
+        ({"grant_type": "authorization_code"}, 400, "unauthorized_client"),
         ("grant_type=client_credentials&grant_type=client_credentials", 400, "invalid_request"),
         ("grant_type=client_credentials&scope=a&scope=b", 400, "invalid_request"),
         ({"grant_type": "client_credentials", "scope": "nope"}, 400, "invalid_scope"),

@@ -19,6 +19,7 @@ EXPECTED = {
     "revocation_endpoint": ("POST", {400}),
     "introspection_endpoint": ("POST", {400}),
     "security_event_poll_endpoint": ("POST", {401}),
+    "userinfo_endpoint": ("GET", {401}),
 }
 
 
@@ -45,9 +46,28 @@ async def test_every_advertised_url_answers(harness: AppHarness) -> None:
             assert url.startswith(issuer)
             answer = await harness.http.request(method, url.removeprefix(issuer))
             assert answer.status_code in statuses, (member, answer.status_code)
+        assert doc["grant_types_supported"] == ["authorization_code", "client_credentials",
+                                                "refresh_token"]
+        assert doc["response_types_supported"] == ["code"]
+        assert doc["code_challenge_methods_supported"] == ["S256"]
+        assert doc["authorization_response_iss_parameter_supported"] is True
+        assert doc["client_id_metadata_document_supported"] is True
+        assert "private_key_jwt" in doc["token_endpoint_auth_methods_supported"]
+        assert "none" in doc["token_endpoint_auth_methods_supported"]
+
+
+async def test_people_flows_switched_off_are_not_advertised(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, authorization={"enabled": False})
+    async with running_app(settings) as h:
+        doc = (await h.http.get(DOCS[0])).json()
         assert doc["grant_types_supported"] == ["client_credentials"]
         assert doc["response_types_supported"] == []
-        assert "private_key_jwt" in doc["token_endpoint_auth_methods_supported"]
+        assert "userinfo_endpoint" not in doc and "none" not in \
+            doc["token_endpoint_auth_methods_supported"]
+        for path in ("/userinfo", "/login", "/account"):
+            assert (await h.http.get(path)).status_code == 404
+        response = await h.http.get("/authorize?response_type=code&client_id=x")
+        assert response.json()["error"] == "unsupported_response_type"
 
 
 async def test_protected_resource_metadata(harness: AppHarness) -> None:
@@ -70,7 +90,9 @@ async def test_scopes_supported_hides_api_key_only_scopes(tmp_path: Path) -> Non
         {"name": "portal-provision", "api_key_only": True}])
     async with running_app(settings) as h:
         doc = (await h.http.get(DOCS[0])).json()
-        assert doc["scopes_supported"] == ["read"]
+        # The catalog's OAuth scopes, and the identity scopes people grant (OpenID Connect).
+        assert doc["scopes_supported"] == ["email", "offline_access", "openid", "profile",
+                                           "read"]
 
 
 async def test_jwks_has_etag_and_cache_control(harness: AppHarness) -> None:

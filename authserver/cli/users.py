@@ -1,4 +1,5 @@
-"""users: create, list, set-password (also `admin create-user`); init: the first admin key."""
+"""users: create, list, set-password, disable, enable, delete (also `admin create-user`); init:
+the first admin key."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from authserver.cli.common import CliError, cli_actor, command, database, out, s
 from authserver.clock import SystemClock
 from authserver.config import Settings
 from authserver.keyring import Keyring
+from authserver.people import accounts
 from authserver.scopes import ScopeCatalog
 from authserver.storage.models import DEFAULT_ORG_ID, ApiKey
 
@@ -64,6 +66,27 @@ def cmd_users_set_password(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_users_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Disabling cuts off every token the person holds and ends their sessions."""
+    status = "disabled" if args.sub == "disable" else "active"
+    with database(settings).session(write=True) as session:
+        found = users.user_by_username(session, args.username)
+        record = accounts.set_status(session, found.id, status, SystemClock().now(),
+                                     cli_actor())
+    note = "; every token they held is cut off" if status == "disabled" else ""
+    out(args, record.public_dict(), f"user {record.username} ({record.id}) {status}{note}")
+    return 0
+
+
+def cmd_users_delete(args: argparse.Namespace, settings: Settings) -> int:
+    with database(settings).session(write=True) as session:
+        found = users.user_by_username(session, args.username)
+        record = accounts.delete_user(session, found.id, SystemClock().now(), cli_actor())
+    out(args, {"id": record.id, "deleted": True},
+        f"user {record.username} ({record.id}) deleted; every token they held is cut off")
+    return 0
+
+
 def cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     """Migrate, make sure a signing key exists, and create the first operator API key (`*`
     in the operator organisation), printed once. Refused once such a key exists."""
@@ -110,6 +133,12 @@ def add_commands(sub: Any) -> None:
                  "set a user's password (and clear a lock)")
     pw.add_argument("--username", required=True)
     pw.add_argument("--password-stdin", action="store_true")
+    for name, handler, help_ in (
+            ("disable", cmd_users_status, "disable a user: every token they hold is cut off "
+             "and their sessions end"),
+            ("enable", cmd_users_status, "enable a user again (cut-off tokens stay dead)"),
+            ("delete", cmd_users_delete, "delete a user; every token they hold is cut off")):
+        command(grp, name, handler, help_).add_argument("username")
     admin = sub.add_parser("admin", help="administration shortcuts").add_subparsers(
         dest="sub", required=True)
     _create_options(command(admin, "create-user", cmd_users_create,

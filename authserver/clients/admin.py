@@ -21,6 +21,7 @@ from authserver.clients.records import (
     check_cidrs,
     check_jwks,
     check_jwks_uri,
+    check_redirect_uris,
     check_resources,
 )
 from authserver.errors import Invalid, NotFound
@@ -42,6 +43,7 @@ class ClientSpec:
     grant_types: tuple[str, ...] = ("client_credentials",)
     origin: str = "admin"
     rate_limits: tuple[tuple[str, str], ...] = ()
+    redirect_uris: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,7 @@ class ClientUpdate:
     ip_allow: tuple[str, ...] | None = None
     resources: tuple[str, ...] | None = None
     rate_limits: tuple[tuple[str, str], ...] | None = None
+    redirect_uris: tuple[str, ...] | None = None
 
 
 def _check_name(name: str) -> str:
@@ -105,8 +108,10 @@ def create_client(
     none). Registration passes its own `client_id` and (derived) `secret`."""
     name = _check_name(spec.name)
     scopes = catalog.check_client_scopes(spec.scopes)
+    # A public client ("none") only for people's flows: never with client_credentials.
+    public_ok = spec.origin == "dcr" or "client_credentials" not in spec.grant_types
     check_key_source(spec.auth_method, spec.jwks, spec.jwks_uri,
-                     (*AUTH_METHODS, "none") if spec.origin == "dcr" else AUTH_METHODS)
+                     (*AUTH_METHODS, "none") if public_ok else AUTH_METHODS)
     if session.get(Organization, spec.org_id) is None:
         raise Invalid(f"org_id: no organisation {spec.org_id}")
     if spec.auth_method not in SECRET_METHODS:
@@ -121,6 +126,7 @@ def create_client(
         resources=check_resources(list(spec.resources)), jwks=spec.jwks,
         jwks_uri=spec.jwks_uri, status="active", created_at=now, updated_at=now,
         tokens_valid_after=0.0, rate_limits=check_overrides(spec.rate_limits),
+        redirect_uris=check_redirect_uris(spec.redirect_uris),
     )
     session.add(row)
     events.record(session, "client.created", row.client_id, now, row.org_id,
@@ -194,10 +200,14 @@ def update_client(
     if change.rate_limits is not None:
         row.rate_limits = check_overrides(change.rate_limits)
         changed.append("rate_limits")
+    if change.redirect_uris is not None:
+        row.redirect_uris = check_redirect_uris(change.redirect_uris)
+        changed.append("redirect_uris")
     if not changed:
         return ClientRecord.from_row(row)
     row.updated_at = now
-    if set(changed) - {"name", "rate_limits"}:  # these do not change what tokens may do
+    # Name, limits and redirect URIs do not change what tokens may do.
+    if set(changed) - {"name", "rate_limits", "redirect_uris"}:
         row.tokens_valid_after = cutoff(now)
     events.record(session, "client.updated", client_id, now, row.org_id,
                   {"fields": changed, "tokens_valid_after": row.tokens_valid_after})

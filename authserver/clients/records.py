@@ -11,7 +11,7 @@ from joserfc.jwk import KeySet
 
 from authserver.errors import Invalid
 from authserver.storage.models import Client
-from authserver.uris import is_resource_uri
+from authserver.uris import is_resource_uri, redirect_uri_problem
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 # Methods the token endpoint accepts (and discovery advertises). "none" is recorded for public
@@ -47,6 +47,13 @@ class ClientRecord:
     org_active: bool = True
     # Its own rate limits over the configured defaults ({"hourly": ..., "burst": ...}).
     rate_limits: dict[str, str] = field(default_factory=dict)
+    # Where the authorization endpoint may send the person back (exact match; RFC 8252 ports).
+    redirect_uris: tuple[str, ...] = ()
+
+    @property
+    def public(self) -> bool:
+        """A public client (token_endpoint_auth_method "none"): no secret, PKCE only."""
+        return self.auth_method == "none"
 
     @property
     def active(self) -> bool:
@@ -67,6 +74,7 @@ class ClientRecord:
             tokens_valid_after=row.tokens_valid_after, origin=row.origin,
             last_used_at=row.last_used_at, secret_digest=row.secret_digest,
             org_active=org_active, rate_limits=dict(row.rate_limits or {}),
+            redirect_uris=tuple(row.redirect_uris or ()),
         )
 
     def public_dict(self) -> dict[str, Any]:
@@ -80,6 +88,7 @@ class ClientRecord:
             "created_at": self.created_at, "updated_at": self.updated_at,
             "tokens_valid_after": self.tokens_valid_after, "origin": self.origin,
             "last_used_at": self.last_used_at, "rate_limits": self.rate_limits,
+            "redirect_uris": list(self.redirect_uris),
         }
 
 
@@ -112,6 +121,17 @@ def check_resources(values: list[str]) -> list[str]:
                 "(RFC 8707 §2)"
             )
     return sorted(set(values))
+
+
+def check_redirect_uris(values: tuple[str, ...] | list[str]) -> list[str]:
+    out: list[str] = []
+    for value in values:
+        problem = redirect_uri_problem(value)
+        if problem is not None:
+            raise Invalid(f"redirect_uri: {value!r} {problem}")
+        if value not in out:
+            out.append(value)
+    return out
 
 
 def check_jwks_uri(value: str) -> str:

@@ -27,7 +27,7 @@ from authserver.replay import ReplayCache
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_ALGORITHMS = ("RS256", "PS256", "ES256", "EdDSA")
-MAX_CLIENT_ID = 128
+MAX_CLIENT_ID = 2000  # a metadata-document client's id is its URL
 MAX_ASSERTION = 8192
 _VERIFY = jws_registry(ASSERTION_ALGORITHMS)
 # A jwks_uri is re-fetched for an unknown kid at most this often.
@@ -66,8 +66,10 @@ def _client_id(value: str, used_basic: bool = False) -> str:
     return value
 
 
-def extract_credentials(form: Mapping[str, str], authorization: str | None) -> Credentials:
-    """Which method the client used, refusing mixes (RFC 6749 §2.3: exactly one method)."""
+def extract_credentials(form: Mapping[str, str], authorization: str | None,
+                        public_ok: bool = False) -> Credentials:
+    """Which method the client used, refusing mixes (RFC 6749 §2.3: exactly one method).
+    With `public_ok` (the people's grants), a bare client_id names a public client."""
     body_id = form.get("client_id")
     body_secret = form.get("client_secret")
     assertion = form.get("client_assertion")
@@ -99,6 +101,8 @@ def extract_credentials(form: Mapping[str, str], authorization: str | None) -> C
                            assertion_claims=claims)
     if body_id is not None and body_secret is not None:
         return Credentials("client_secret_post", _client_id(body_id), secret=body_secret)
+    if body_id is not None and public_ok:
+        return Credentials("none", _client_id(body_id))
     raise InvalidClient("Client authentication is required")
 
 
@@ -140,7 +144,9 @@ class ClientAuthenticator:
                 detail=f"registered for {client.auth_method}, used {creds.method}",
                 used_basic=used_basic,
             )
-        if creds.method == "private_key_jwt":
+        if creds.method == "none":
+            pass  # a public client: the grant itself is the proof (PKCE, a refresh token)
+        elif creds.method == "private_key_jwt":
             await self._check_assertion(client, creds)
         elif client.secret_digest is None or creds.secret is None or not hashing.matches(
             creds.secret, client.secret_digest

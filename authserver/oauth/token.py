@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from authserver import audit
+from authserver.cimd import CimdRefused, MetadataDocuments
 from authserver.clients import ClientDirectory, ClientRecord
 from authserver.clients.usage import UsageTracker
 from authserver.clock import Clock
@@ -29,13 +30,14 @@ from authserver.errors import (
 from authserver.keyring import Keyring
 from authserver.metrics import IssuedTokens
 from authserver.oauth.client_auth import ClientAuthenticator, extract_credentials
+from authserver.oauth.grants import PersonGrants
 from authserver.ratelimit import Limits, Verdict, rate_key
 from authserver.scopes import ScopeCatalog, grant_scopes, parse_scope
 from authserver.tokenrate import TokenRate
 from authserver.tokens import IssuedToken, mint_access_token
 from authserver.uris import is_resource_uri
 
-SUPPORTED_GRANTS = frozenset({"client_credentials"})
+PERSON_GRANTS = frozenset({"authorization_code", "refresh_token"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,25 @@ class TokenService:
         self.failures = failures
         self.rate = TokenRate()  # tokens per minute in this process, for the dashboard
         self.issued = IssuedTokens(settings.metrics.client_labels)  # Prometheus
+        self.supported = frozenset({"client_credentials"})
+        self.people: PersonGrants | None = None
+        self.documents: MetadataDocuments | None = None
+
+    def enable_people(self, people: PersonGrants, documents: MetadataDocuments | None) -> None:
+        """Serve the authorization_code and refresh_token grants (`[authorization]`), and
+        metadata-document clients (`[cimd]`)."""
+        self.people = people
+        self.documents = documents
+        self.supported = self.supported | PERSON_GRANTS
+
+    async def lookup(self, client_id: str) -> ClientRecord | None:
+        """A client by id: a registered one, or one described by its metadata document."""
+        if self.documents is not None and self.documents.handles(client_id):
+            try:
+                return await self.documents.client(client_id)
+            except CimdRefused:
+                return None
+        return await self.clients.get(client_id)
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
@@ -76,14 +97,23 @@ class TokenService:
         if grant_type is None:
             raise InvalidRequest("grant_type is required")
         _enforce(await self.limits.address.check(rate_key(request.client_ip), stats=False))
-        client = await self.authenticate(params, request.authorization, request.client_ip)
+        client = await self.authenticate(params, request.authorization, request.client_ip,
+                                         public_ok=grant_type in PERSON_GRANTS)
         _enforce(await self.limits.client.check(
             client.client_id, self.limits.client_items(client.rate_limits), stats=False))
         _enforce(await self.limits.organization.check(client.org_id, stats=False))
-        if grant_type not in SUPPORTED_GRANTS:
+        if grant_type not in self.supported:
             raise UnsupportedGrantType("This grant_type is not supported")
-        if grant_type not in client.grant_types:
-            raise UnauthorizedClient("This client may not use the client_credentials grant")
+        if grant_type not in client.grant_types or (client.public and grant_type not in
+                                                    PERSON_GRANTS):
+            raise UnauthorizedClient(f"This client may not use the {grant_type} grant")
+        if grant_type in PERSON_GRANTS and self.people is not None:
+            answer = await self.people.exchange(grant_type, client, params, request.resources,
+                                                request.client_ip)
+            self.usage.touch(client.client_id, self.clock.now())
+            self.rate.bump(self.clock.now())
+            self.issued.inc(client.client_id, grant_type)
+            return answer
         audience, allowed = self._audience(client, request.resources)
         allowed = allowed - self.catalog.api_key_only  # also if flagged after the client was made
         scopes = self._scopes(params.get("scope"), allowed)
@@ -109,12 +139,14 @@ class TokenService:
         return body
 
     async def authenticate(
-        self, params: Mapping[str, str], authorization: str | None, client_ip: str | None
+        self, params: Mapping[str, str], authorization: str | None, client_ip: str | None,
+        public_ok: bool = False,
     ) -> ClientRecord:
         """RFC 6749 §2.3 client authentication, as every client-authenticated endpoint does
-        it (token, revocation, introspection), including the client's IP allowlist."""
-        creds = extract_credentials(params, authorization)
-        found = await self.clients.get(creds.client_id)
+        it (token, revocation, introspection), including the client's IP allowlist. With
+        `public_ok`, a public client names itself with client_id alone."""
+        creds = extract_credentials(params, authorization, public_ok)
+        found = await self.lookup(creds.client_id)
         try:
             client = await self.authenticator.authenticate(creds, found)
             if not client.ip_allowed(client_ip):

@@ -161,6 +161,7 @@ class Registrar:
             resources=tuple(sorted(self.catalog.resources)),
             jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
             grant_types=metadata.grant_types, origin="dcr",
+            redirect_uris=metadata.redirect_uris,
         )
         actor = audit.Actor(f"initial_access_token:{token_row.id}" if token_row else "anonymous",
                             origin.source_address)
@@ -258,6 +259,7 @@ class Registrar:
             "scopes": scopes, "grant_types": list(metadata.grant_types),
             "auth_method": metadata.token_endpoint_auth_method,
             "jwks": metadata.jwks, "jwks_uri": metadata.jwks_uri,
+            "redirect_uris": list(metadata.redirect_uris),
         }
         changed: list[str] = []
         for name, value in wanted.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 DEFAULT_ORG_ID = "org_default"
@@ -49,6 +49,8 @@ class Client(Base):
     last_used_at: Mapped[float | None] = mapped_column(Float, default=None)
     # This client's own rate limits ({"hourly": ..., "burst": ...}) over `[rate_limits]`.
     rate_limits: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    # Exact redirect URIs of the authorization code flow (RFC 6749 §3.1.2, OAuth 2.1 §2.3.1).
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     registration: Mapped[ClientRegistration | None] = relationship(
         back_populates="client", cascade="all, delete-orphan", passive_deletes=True,
     )
@@ -217,6 +219,9 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[float | None] = mapped_column(Float, default=None)
     last_login_at: Mapped[float | None] = mapped_column(Float, default=None)
+    email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The person's tokens issued before this instant are dead (set when disabled or on demand).
+    tokens_valid_after: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class WebSession(Base):
@@ -260,3 +265,65 @@ class ApprovalRequest(Base):
     executed_at: Mapped[float | None] = mapped_column(Float, default=None)
     # What the execution made or removed (the new key's id, the deleted object's id).
     result: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+class Consent(Base):
+    """What a person allowed a client (by client_id: a registered id or a metadata-document
+    URL). Revoking keeps the row, with its cutoff, so the person's tokens for it stay dead."""
+
+    __tablename__ = "consents"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(2000), primary_key=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    granted_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, default=None)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # Tokens for this person and client issued before this instant are dead.
+    tokens_valid_after: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class AuthorizationCode(Base):
+    """An RFC 6749 §4.1.2 code, by the SHA-256 of its value; single use. What its exchange
+    issued is kept so that a second use can revoke it (OAuth 2.1 §4.1.3)."""
+
+    __tablename__ = "authorization_codes"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(2000))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2000))
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    resources: Mapped[list[str]] = mapped_column(JSON)
+    nonce: Mapped[str | None] = mapped_column(String(512), default=None)
+    auth_time: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    access_jti: Mapped[str | None] = mapped_column(String(64), default=None)
+    access_exp: Mapped[float | None] = mapped_column(Float, default=None)
+    refresh_family: Mapped[str | None] = mapped_column(String(32), default=None)
+
+
+class RefreshToken(Base):
+    """A refresh token, by the SHA-256 of its value. Tokens rotated from one code share a
+    family; reuse of a rotated one revokes the family (OAuth 2.1 §4.3.1)."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(String(32), index=True)
+    client_id: Mapped[str] = mapped_column(String(2000))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON)
+    resources: Mapped[list[str]] = mapped_column(JSON)
+    auth_time: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    used_at: Mapped[float | None] = mapped_column(Float, default=None)
+    revoked_at: Mapped[float | None] = mapped_column(Float, default=None)
+    # The access token issued with this refresh token, so revoking the family reaches it.
+    access_jti: Mapped[str | None] = mapped_column(String(64), default=None)
+    access_exp: Mapped[float | None] = mapped_column(Float, default=None)

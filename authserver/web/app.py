@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from authserver.errors import ApiError, OAuthError
+from authserver.web.account import AccountPages
 from authserver.web.admin_api import API_PREFIX
 from authserver.web.admin_ops import OperatorEndpoints
 from authserver.web.apikeys import ApiKeyEndpoints
@@ -40,7 +41,8 @@ from authserver.web.observability import (
 from authserver.web.openapi import OPENAPI_PATH, openapi_document
 from authserver.web.organizations import OrganizationEndpoints
 from authserver.web.registration import REGISTRATION_PATH, RegistrationEndpoints
-from authserver.web.wellknown import JWKS_PATH, WellKnown
+from authserver.web.users_admin import UserEndpoints
+from authserver.web.wellknown import JWKS_PATH, USERINFO_PATH, WellKnown
 
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
@@ -65,9 +67,10 @@ def build_app(
     registration: RegistrationEndpoints | None = None, feed: FeedEndpoint | None = None,
     api_keys: ApiKeyEndpoints | None = None, orgs: OrganizationEndpoints | None = None,
     admin_clients: ClientEndpoints | None = None, operator: OperatorEndpoints | None = None,
+    users: UserEndpoints | None = None,
     forward_auth: ForwardAuth | None = None,
     health: Health | None = None, metrics: MetricsEndpoint | None = None,
-    lifespan: Lifespan | None = None,
+    people: AccountPages | None = None, lifespan: Lifespan | None = None,
 ) -> App:
     """`registration` is None when registration is closed: nothing mounted, nothing advertised."""
     # Starlette tries routes in order (a regex match each): the hot ones first.
@@ -82,8 +85,20 @@ def build_app(
               methods=["GET"]),
         Route("/revoke", oauth.revoke, methods=["POST"]),
         Route("/introspect", oauth.introspect, methods=["POST"]),
-        Route("/authorize", oauth.authorize, methods=["GET", "POST"]),
     ]
+    if people is None:  # [authorization] off: the endpoint answers unsupported_response_type
+        routes.append(Route("/authorize", oauth.authorize, methods=["GET", "POST"]))
+    else:  # docs/authorization.md
+        routes += [
+            Route("/authorize", people.authorize, methods=["GET", "POST"]),
+            Route("/authorize/decision", people.decision, methods=["POST"]),
+            Route(USERINFO_PATH, people.userinfo, methods=["GET", "POST"]),
+            Route("/login", people.login_page, methods=["GET"]),
+            Route("/login", people.login, methods=["POST"]),
+            Route("/logout", people.logout, methods=["POST"]),
+            Route("/account", people.account, methods=["GET"]),
+            Route("/account/consents/revoke", people.revoke_consent, methods=["POST"]),
+        ]
     if health is not None:  # docs/observability.md
         routes += [Route(HEALTH_PATH, health.healthz, methods=["GET"]),
                    Route(READY_PATH, health.readyz, methods=["GET"])]
@@ -154,6 +169,20 @@ def build_app(
             Route(API_PREFIX + "/approvals/{request_id}/approve", ap.approve, methods=["POST"]),
             Route(API_PREFIX + "/approvals/{request_id}/reject", ap.reject, methods=["POST"]),
             Route(API_PREFIX + "/approvals/{request_id}/reveal", ap.reveal, methods=["POST"]),
+        ]
+    if users is not None:  # people (docs/admin-api.md)
+        u = users
+        routes += [
+            Route(API_PREFIX + "/users", u.list_users, methods=["GET"]),
+            Route(API_PREFIX + "/users", u.create_user, methods=["POST"]),
+            Route(API_PREFIX + "/users/{user_id}", u.show_user, methods=["GET"]),
+            Route(API_PREFIX + "/users/{user_id}", u.update_user, methods=["PATCH"]),
+            Route(API_PREFIX + "/users/{user_id}", u.delete_user, methods=["DELETE"]),
+            Route(API_PREFIX + "/users/{user_id}/disable", u.set_status, methods=["POST"]),
+            Route(API_PREFIX + "/users/{user_id}/enable", u.set_status, methods=["POST"]),
+            Route(API_PREFIX + "/users/{user_id}/consents", u.list_consents, methods=["GET"]),
+            Route(API_PREFIX + "/users/{user_id}/consents", u.revoke_consent,
+                  methods=["DELETE"]),
         ]
     if forward_auth is not None:  # Envoy's form; the plain one is a fast path, below
         routes.append(Route(FORWARD_AUTH_PATH + "/{path:path}", forward_auth.check,

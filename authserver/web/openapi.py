@@ -114,6 +114,17 @@ CLIENT_FIELDS: dict[str, Schema] = {
     "rate_limits": RATE_LIMITS,
 }
 _KEY, _CLIENT, _APR = _path("key_id"), _path("client_id"), _path("request_id")
+_USER = _path("user_id")
+USER_FIELDS: dict[str, Schema] = {
+    "name": {"type": "string", "maxLength": 200},
+    "email": {"type": "string", "maxLength": 320, "description": "An address like "
+              "alice@example.com (\"\" removes it on a change)"},
+    "email_verified": {"type": "boolean"},
+    "role": {**enum("admin", "user"), "description": "`admin` (the admin UI) needs a caller "
+             "holding `*`"},
+    "password": {"type": "string", "minLength": 12, "maxLength": 1024,
+                 "description": "Stored as an argon2id hash only"},
+}
 
 
 def _approval(what: str) -> Schema:
@@ -249,6 +260,57 @@ PATHS: dict[str, Schema] = {
         "rotateClientSecret", "clients", "A new client secret", "clients.update",
         {"200": _json("ClientSecret")}, "400 404",
         description="400 for a client that has no secret (private_key_jwt).")},
+    "/users": {
+        "get": _op("listUsers", "users", "List people (oldest first)", "users.read",
+                   {"200": _json("UserPage")}, "400 404",
+                   query=(ORG_ID, _query("role", enum("admin", "user"), "This role only"),
+                          _query("status", enum("active", "disabled"), "This state only"),
+                          LIMIT, CURSOR)),
+        "post": _op("createUser", "users", "Create a person", "users.create",
+                    {"201": _json("User")}, "404 409",
+                    body=_input("A new person; `role` defaults to `user`, `org_id` to the "
+                                "caller's organisation.", ("username", "password"),
+                                username={"type": "string", "maxLength": 200,
+                                          "description": "a-z 0-9 . _ @ + - (lower-cased)"},
+                                **USER_FIELDS, org_id=STR),
+                    description="409 when the username is taken; 403 for role `admin` unless "
+                    "the caller holds `*`."),
+    },
+    "/users/{user_id}": {
+        "parameters": [_USER],
+        "get": _op("getUser", "users", "Show a person", "users.read", {"200": _json("User")},
+                   "404"),
+        "patch": _op("updateUser", "users", "Change a person", "users.update",
+                     {"200": _json("User")}, "404",
+                     body=_input("Any of the members; a new email is unverified unless "
+                                 "`email_verified` comes with it; a new password clears a "
+                                 "lockout.", **USER_FIELDS),
+                     description="Making a person an admin, or setting an admin's password, "
+                     "needs a caller holding `*` (403)."),
+        "delete": _op("deleteUser", "users", "Delete a person (their tokens die)",
+                      "users.delete", {"204": {"description": "Deleted"}}, "404",
+                      description="Every token the person holds is cut off first; their "
+                      "consents, refresh tokens and sessions go with them."),
+    },
+    "/users/{user_id}/disable": {"parameters": [_USER], "post": _op(
+        "disableUser", "users", "Disable a person (their tokens die)", "users.update",
+        {"200": _json("User")}, "404",
+        description="Every token the person holds is cut off, their refresh tokens revoked "
+        "and their browser sessions ended; a repeat is a no-op.")},
+    "/users/{user_id}/enable": {"parameters": [_USER], "post": _op(
+        "enableUser", "users", "Enable a person", "users.update", {"200": _json("User")},
+        "404", description="Tokens cut off while disabled stay dead.")},
+    "/users/{user_id}/consents": {
+        "parameters": [_USER],
+        "get": _op("listUserConsents", "users", "The person's live consents", "users.read",
+                   {"200": _json("ConsentList")}, "404"),
+        "delete": _op("revokeUserConsent", "users", "Revoke a consent (its tokens die)",
+                      "users.update", {"204": {"description": "Revoked (a repeat is a "
+                                               "no-op)"}}, "400 404",
+                      query=({**_query("client_id", STR, "The client"), "required": True},),
+                      description="Ends the consent and every token the person holds for "
+                      "the client; 404 when the person never consented to it."),
+    },
     "/registration-tokens": {
         "get": _op("listRegistrationTokens", "registration-tokens",
                    "List initial access tokens (oldest first)", "registration-tokens.read",
@@ -324,8 +386,8 @@ PATHS: dict[str, Schema] = {
 }
 
 DESCRIPTION = """\
-The admin API of authserver: OAuth clients, organisations, API keys, usage, initial access
-tokens, signing keys, the audit log and quorum approval of gated actions. Paths are relative
+The admin API of authserver: OAuth clients, organisations, API keys, usage, people, initial
+access tokens, signing keys, the audit log and quorum approval of gated actions. Paths are relative
 to the server's issuer URL.
 
 Callers authenticate with an API key (`x-api-key` header) or an access token of this server
@@ -346,8 +408,8 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "authserver admin API", "version": "1", "description": DESCRIPTION},
         "tags": [{"name": t} for t in ("clients", "organizations", "api-keys", "usage",
-                                       "registration-tokens", "signing-keys", "audit-events",
-                                       "approvals", "meta")],
+                                       "users", "registration-tokens", "signing-keys",
+                                       "audit-events", "approvals", "meta")],
         "paths": {API_PREFIX + path: item for path, item in PATHS.items()},
         "components": {
             "schemas": SCHEMAS, "responses": RESPONSES,

@@ -90,7 +90,7 @@ SCHEMAS: dict[str, Schema] = {
         ip_allow=STRS, resources=STRS, jwks={"type": ["object", "null"]},
         jwks_uri=STR_OR_NULL, status=enum("active", "disabled"), created_at=TIME,
         updated_at=TIME, tokens_valid_after=TIME, origin=enum("admin", "dcr"),
-        last_used_at=TIME_OR_NULL, rate_limits=RATE_LIMITS),
+        last_used_at=TIME_OR_NULL, rate_limits=RATE_LIMITS, redirect_uris=STRS),
     "NewClient": record("The client and its secret, shown this once (null for "
                         "private_key_jwt clients).",
                         client=ref("Client"), client_secret=STR_OR_NULL),
@@ -146,6 +146,18 @@ SCHEMAS: dict[str, Schema] = {
         result={**STR_OR_NULL, "description": "The new key's id, or the changed or deleted "
                 "object's"}),
     "ApprovalPage": page("Approval"),
+    "User": record(
+        "A person: an admin UI operator (role admin) or a user of the interactive flows "
+        "(role user); never a password or its hash.",
+        id=STR, username=STR, email=STR_OR_NULL, email_verified={"type": "boolean"},
+        name=STR, role=enum("admin", "user"), org_id=STR,
+        status=enum("active", "disabled"), created_at=TIME, last_login_at=TIME_OR_NULL),
+    "UserPage": page("User"),
+    "Consent": record("What the person allowed a client, until revoked or `expires_at`.",
+                      client_id={"type": "string", "description": "A registered client id or "
+                                 "a Client ID Metadata Document URL"},
+                      scopes=STRS, granted_at=TIME, expires_at=TIME_OR_NULL),
+    "ConsentList": listing("Consent"),
     "RevealedApiKey": record("The approved key, made now and shown this once.",
                              approval=ref("Approval"), api_key=ref("ApiKey"), key=STR),
     "Error": record("The platform error envelope.", error=record(

@@ -23,12 +23,13 @@ from authserver.web.admin_ui.dashboard import DashboardPage
 from authserver.web.admin_ui.keys import ApiKeyPages
 from authserver.web.admin_ui.operator import OperatorPages
 from authserver.web.admin_ui.orgs import OrganizationPages
+from authserver.web.admin_ui.users import UserPages
 
 __all__ = ["PREFIX", "AdminUi", "routes"]
 
 
 class AdminUi(DashboardPage, ClientPages, ApiKeyPages, OperatorPages, OrganizationPages,
-              ApprovalPages):
+              ApprovalPages, UserPages):
     """Every page of the admin UI (one instance per app)."""
 
 
@@ -64,6 +65,10 @@ def routes(ui: AdminUi) -> list[Any]:
         Route(f"{p}/organizations", ui.page(ui.org_create), methods=["POST"]),
         Route(f"{p}/organizations/{{org_id}}/{{action}}", ui.page(ui.org_action),
               methods=["POST"]),
+        Route(f"{p}/users", ui.page(ui.user_list), methods=["GET"]),
+        Route(f"{p}/users", ui.page(ui.user_create), methods=["POST"]),
+        Route(f"{p}/users/{{user_id}}", ui.page(ui.user_detail), methods=["GET"]),
+        Route(f"{p}/users/{{user_id}}/{{action}}", ui.page(ui.user_action), methods=["POST"]),
         Route(f"{p}/approvals", ui.page(ui.approval_list), methods=["GET"]),
         Route(f"{p}/approvals/{{request_id}}", ui.page(ui.approval_detail), methods=["GET"]),
         Route(f"{p}/approvals/{{request_id}}/{{action}}", ui.page(ui.approval_action),

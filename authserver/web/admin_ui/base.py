@@ -3,13 +3,11 @@ CSRF and same-origin checks, domain errors rendered as 4xx pages."""
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 from sqlalchemy.exc import DataError, SQLAlchemyError
@@ -27,6 +25,7 @@ from authserver.web.assets import templates_dir
 from authserver.web.errors import request_id
 from authserver.web.forms import Form, parse_form, read_body
 from authserver.web.middleware import client_address
+from authserver.web.signin import SignIn
 
 PREFIX = "/admin"
 TEMPLATES = templates_dir()
@@ -53,9 +52,7 @@ class AdminUiBase:
         self.templates.env.globals["operator_org"] = DEFAULT_ORG_ID
         self.javascript = (templates / "admin" / "admin.js").read_bytes()
         self.stylesheet = (templates / "admin" / "admin.css").read_bytes()
-        self.secure = self.settings.issuer.startswith("https://")
-        self.cookie = ("__Host-" if self.secure else "") + "authserver_admin"
-        self.lifetime = float(self.settings.admin_ui.session_lifetime)
+        self.signin = SignIn(self.settings, deps.db, deps.clock)
         self.trusted = [ipaddress.ip_network(c, strict=False)
                         for c in self.settings.server.trusted_proxies]
 
@@ -80,12 +77,7 @@ class AdminUiBase:
         return await anyio.to_thread.run_sync(run)
 
     async def signed_in(self, request: Request) -> users.SignedIn | None:
-        token = request.cookies.get(self.cookie)
-        if not token:
-            return None
-        now = self.deps.clock.now()
-        signed: users.SignedIn | None = await self.db(
-            lambda s: users.resume_session(s, token, now))
+        signed = await self.signin.current(request)
         return signed if signed is not None and signed.user.role == "admin" else None
 
     def page(self, handler: Page) -> Callable[[Request], Awaitable[Response]]:
@@ -131,13 +123,7 @@ class AdminUiBase:
             return Form({}, {})
 
     def csrf_ok(self, request: Request, form: Form, signed: users.SignedIn) -> bool:
-        origin = request.headers.get("origin")
-        if origin is not None and origin != "null":
-            issuer = urlsplit(self.settings.issuer)
-            if origin != f"{issuer.scheme}://{issuer.netloc}" and \
-                    urlsplit(origin).netloc != request.headers.get("host"):
-                return False
-        return hmac.compare_digest(form.values.get("csrf_token", ""), signed.csrf_token)
+        return self.signin.csrf_ok(request, form, signed.csrf_token)
 
     def actor(self, request: Request, signed: users.SignedIn) -> audit.Actor:
         return audit.Actor(f"user:{signed.user.id}", client_address(request.scope, self.trusted),
@@ -185,35 +171,16 @@ class AdminUiBase:
     async def login(self, request: Request) -> Response:
         form = await self.form(request)
         username, password = form.values.get("username", ""), form.values.get("password", "")
-        source = client_address(request.scope, self.trusted)
-        now = self.deps.clock.now()
-
-        def attempt(session: Session) -> tuple[str, users.SignedIn] | float | None:
-            result = users.login(session, username, password, now, source)
-            if result.user is None:
-                return result.locked_for
-            if result.user.role != "admin":
-                return None
-            return users.start_session(session, result.user, now, self.lifetime, source)
-
-        outcome = await self.db(attempt, write=True)
-        if not isinstance(outcome, tuple):
-            message = ("Too many failed attempts: try again in "
-                       f"{int(outcome) + 1} seconds." if outcome else
-                       "Wrong username or password.")
-            return self.render(request, "login.html", 401, error=message, username=username)
-        token, _ = outcome
+        outcome = await self.signin.attempt(request, username, password, role="admin")
+        if isinstance(outcome, str):
+            return self.render(request, "login.html", 401, error=outcome, username=username)
         response = RedirectResponse(PREFIX, 303)
-        response.set_cookie(self.cookie, token, max_age=int(self.lifetime), path="/",
-                            httponly=True, secure=self.secure, samesite="lax")
+        self.signin.set_cookie(response, outcome[0])
         return response
 
     async def logout(self, request: Request, signed: users.SignedIn) -> Response:
-        token = request.cookies.get(self.cookie, "")
-        await self.db(lambda s: users.end_session(s, token), write=True)
         response = RedirectResponse(f"{PREFIX}/login", 303)
-        response.delete_cookie(self.cookie, path="/", secure=self.secure, httponly=True,
-                               samesite="lax")
+        await self.signin.end(request, response)
         return response
 
 
