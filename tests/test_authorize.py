@@ -231,3 +231,20 @@ async def test_revoked_consent_and_disabled_person_end_tokens(
         h.runtime.poll_events()
         assert (await _userinfo(h.http, token)).status_code == 401
         assert (await h.http.get("/account")).status_code == 303  # session ended
+
+
+async def test_client_rules_for_the_code_flow(harness: Any) -> None:
+    from authserver.errors import Invalid
+    rt = harness.runtime
+    for spec in ({"grant_types": ("implicit",), "redirect_uris": (REDIRECT,)},
+                 {"grant_types": ("authorization_code",)},
+                 {"grant_types": ("client_credentials",), "auth_method": "none"},
+                 {"grant_types": ("authorization_code",), "redirect_uris": ("http://x.example/cb",)},
+                 {"grant_types": ("authorization_code",), "redirect_uris": (REDIRECT + "#f",)}):
+        with pytest.raises(Invalid):
+            create_client(rt, name="bad", **spec)
+    # A public client cannot use client_credentials at the token endpoint either.
+    _, client_id = await _setup(harness)
+    response = await harness.http.post("/token", data={
+        "grant_type": "client_credentials", "client_id": client_id})
+    assert response.status_code == 401 and response.json()["error"] == "invalid_client"

@@ -58,6 +58,9 @@ class ClientUpdate:
     redirect_uris: tuple[str, ...] | None = None
 
 
+GRANT_TYPES = frozenset({"client_credentials", "authorization_code", "refresh_token"})
+
+
 def _check_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 200 or not name.isprintable():
@@ -108,6 +111,10 @@ def create_client(
     none). Registration passes its own `client_id` and (derived) `secret`."""
     name = _check_name(spec.name)
     scopes = catalog.check_client_scopes(spec.scopes)
+    if not spec.grant_types or not set(spec.grant_types) <= GRANT_TYPES:
+        raise Invalid("grant_types: one or more of " + ", ".join(sorted(GRANT_TYPES)))
+    if "authorization_code" in spec.grant_types and not spec.redirect_uris:
+        raise Invalid("redirect_uris: required for the authorization_code grant")
     # A public client ("none") only for people's flows: never with client_credentials.
     public_ok = spec.origin == "dcr" or "client_credentials" not in spec.grant_types
     check_key_source(spec.auth_method, spec.jwks, spec.jwks_uri,

@@ -90,7 +90,9 @@ class ClientEndpoints(AdminApi):
             resources=body_strs(body, "resources") or (),
             auth_method=method,  # type: ignore[arg-type]  # checked by the domain
             jwks=jwks, jwks_uri=body_str(body, "jwks_uri"), org_id=org_id,
-            rate_limits=body_limits(body) or ())
+            rate_limits=body_limits(body) or (),
+            grant_types=body_strs(body, "grant_types") or ("client_credentials",),
+            redirect_uris=body_strs(body, "redirect_uris") or ())
         now = self.now()
         record, secret = await self.write(lambda s: clients.create_client(
             s, self.catalog, spec, now, actor=caller.actor))
@@ -114,7 +116,8 @@ class ClientEndpoints(AdminApi):
             caller.may_grant(scopes)
         change = clients.ClientUpdate(
             name=body_str(body, "name"), scopes=scopes, ip_allow=body_strs(body, "ip_allow"),
-            resources=body_strs(body, "resources"), rate_limits=body_limits(body))
+            resources=body_strs(body, "resources"), rate_limits=body_limits(body),
+            redirect_uris=body_strs(body, "redirect_uris"))
         now = self.now()
         record = await self.write(lambda s: clients.update_client(
             s, self.catalog, client_id, change, now, caller.actor))

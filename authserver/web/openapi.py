@@ -112,6 +112,8 @@ CLIENT_FIELDS: dict[str, Schema] = {
     "ip_allow": {**STRS, "description": "IP addresses or CIDRs"},
     "resources": {**STRS, "description": "Allowed RFC 8707 resource (audience) URIs"},
     "rate_limits": RATE_LIMITS,
+    "redirect_uris": {**STRS, "description": "Exact redirect URIs of the authorization code "
+                      "flow (https, or http on loopback with any port)"},
 }
 _KEY, _CLIENT, _APR = _path("key_id"), _path("client_id"), _path("request_id")
 _USER = _path("user_id")
@@ -231,7 +233,10 @@ PATHS: dict[str, Schema] = {
                         "private_key_jwt.", ("name",), **CLIENT_FIELDS,
                         token_endpoint_auth_method=enum("client_secret_basic",
                                                         "client_secret_post",
-                                                        "private_key_jwt"),
+                                                        "private_key_jwt", "none"),
+                        grant_types={**STRS, "description": "client_credentials (default), "
+                                     "authorization_code, refresh_token; `none` (a public "
+                                     "client) only without client_credentials"},
                         jwks={"type": "object", "description": "Public JWK Set"},
                         jwks_uri={"type": "string", "format": "uri"},
                         org_id={"type": "string", "description": "Default: the caller's "
