@@ -11,7 +11,7 @@ the SET feed) learns of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import anyio.to_thread
@@ -177,6 +177,8 @@ class TokenInspector:
         self.clients = clients
         self.denied = denied
         self.db = db
+        # Finds clients the directory does not hold too (metadata documents); set by wiring.
+        self.lookup: Callable[[str], Awaitable[ClientRecord | None]] = clients.get
 
     def verified(self, token: str) -> dict[str, Any] | None:
         """Claims when we signed it (expired or not), else None."""
@@ -189,7 +191,7 @@ class TokenInspector:
         claims = self.verified(token)
         if claims is None:
             return None
-        client = await self.clients.get(claims["client_id"])
+        client = await self.lookup(claims["client_id"])
         denied, after = await self._revoked(claims)
         return claims if token_state(claims, client, denied, now, after) is None else None
 

@@ -205,6 +205,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     if settings.authorization.enabled:
         documents = MetadataDocuments(settings, clock) if settings.cimd.enabled else None
         tokens.enable_people(PersonGrants(settings, clock, keyring, db, denied), documents)
+        inspector.lookup = tokens.lookup
     notifier = Notifier()
     feed = FeedService(settings, clock, db, keyring, tokens, notifier, EVENT_RESCAN_MARGIN)
     keys_dir = Path(settings.keys_dir)
@@ -231,7 +232,7 @@ def people_pages(settings: Settings, rt: Runtime) -> AccountPages | None:
     """The authorization endpoint, sign-in, consent and account pages, and userinfo."""
     if not settings.authorization.enabled:
         return None
-    requests = AuthorizationRequests(settings, rt.catalog, rt.tokens.lookup)
+    requests = AuthorizationRequests(settings, rt.catalog, rt.tokens.lookup_explained)
     pages = AccountPages(settings, rt.db, rt.clock, SignIn(settings, rt.db, rt.clock),
                          rt.catalog, requests)
     pages.bind(rt.tokens, rt.revocation.inspector)

@@ -248,3 +248,50 @@ async def test_client_rules_for_the_code_flow(harness: Any) -> None:
     response = await harness.http.post("/token", data={
         "grant_type": "client_credentials", "client_id": client_id})
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
+
+
+async def test_metadata_document_client_through_consent_to_tokens(tmp_path: Path) -> None:
+    """A client_id that is a URL: fetched, shown on the consent page, usable at /token; a
+    document whose client_id differs, or a private address, gives an error page, never a
+    redirect."""
+    import json
+
+    from tests.jwks_server import StaticServer
+
+    with StaticServer() as docs:
+        url = docs.url + "/agent.json"
+        docs.put("/agent.json", json.dumps({
+            "client_id": url, "client_name": "Doc Agent", "redirect_uris": [REDIRECT],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "token_endpoint_auth_method": "none"}).encode(),
+            **{"content-type": "application/json"})
+        wrong = docs.url + "/wrong.json"
+        docs.put("/wrong.json", json.dumps({
+            "client_id": docs.url + "/other.json", "client_name": "X",
+            "redirect_uris": [REDIRECT]}).encode(), **{"content-type": "application/json"})
+        settings = _settings(tmp_path, f"sqlite:///{tmp_path / 'a.db'}",
+                             cimd={"allow_loopback": True})
+        async with running_app(settings) as h:
+            with h.runtime.db.session(write=True) as session:
+                users.create_user(session, "alice", PASSWORD, h.runtime.clock.now(),
+                                  audit.SYSTEM, role="user")
+            verifier, challenge = pkce_pair()
+            page = await h.http.get(_authorize_url(url, challenge, scope="openid"))
+            assert page.status_code == 303  # to sign-in: the document was accepted
+            location = await Browser(h.http, "alice", PASSWORD).authorize(
+                _authorize_url(url, challenge, scope="openid"))
+            code = query_of(location)["code"]
+            response = await _exchange(h.http, url, code, verifier)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            remember(body["access_token"])
+            remember(body["refresh_token"])
+            info = await _userinfo(h.http, body["access_token"])
+            assert info.status_code == 200
+            refused = await h.http.get(_authorize_url(wrong, challenge))
+            assert refused.status_code == 400 and "location" not in refused.headers
+            assert "not accepted" in refused.text
+        strict = _settings(tmp_path / "strict", f"sqlite:///{tmp_path / 'b.db'}")
+        async with running_app(strict) as h:  # loopback not allowed: 127.0.0.1 is private
+            refused = await h.http.get(_authorize_url(url, challenge))
+            assert refused.status_code == 400 and "location" not in refused.headers

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from authserver.cimd import CimdRefused
 from authserver.clients import ClientRecord
 from authserver.config import Settings
 from authserver.errors import (
@@ -100,7 +101,11 @@ class AuthorizationRequests:
             raise NotRedirectable("The request names no client (client_id is missing).")
         if len(client_id) > 2000 or not client_id.isprintable():
             raise NotRedirectable("The client_id is not valid.")
-        client = await self.lookup(client_id)
+        try:
+            client = await self.lookup(client_id)
+        except CimdRefused as exc:  # the reason is safe to show (docs/cimd.md)
+            raise NotRedirectable(f"The application's metadata document at {client_id} was "
+                                  f"not accepted: {exc}") from exc
         if client is None or not client.active:
             raise NotRedirectable("This application is not known to this server, or has been "
                                   "disabled.")

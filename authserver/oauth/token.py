@@ -82,14 +82,20 @@ class TokenService:
         self.documents = documents
         self.supported = self.supported | PERSON_GRANTS
 
-    async def lookup(self, client_id: str) -> ClientRecord | None:
-        """A client by id: a registered one, or one described by its metadata document."""
+    async def lookup(self, client_id: str, explain: bool = False) -> ClientRecord | None:
+        """A client by id: a registered one, or one described by its metadata document (with
+        `explain`, a refused document raises `CimdRefused` with its reason)."""
         if self.documents is not None and self.documents.handles(client_id):
             try:
                 return await self.documents.client(client_id)
             except CimdRefused:
+                if explain:
+                    raise
                 return None
         return await self.clients.get(client_id)
+
+    async def lookup_explained(self, client_id: str) -> ClientRecord | None:
+        return await self.lookup(client_id, explain=True)
 
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
