@@ -295,3 +295,30 @@ async def test_metadata_document_client_through_consent_to_tokens(tmp_path: Path
         async with running_app(strict) as h:  # loopback not allowed: 127.0.0.1 is private
             refused = await h.http.get(_authorize_url(url, challenge))
             assert refused.status_code == 400 and "location" not in refused.headers
+
+
+async def test_revoking_a_refresh_token_ends_its_family(harness: Any) -> None:
+    h = harness
+    _, client_id = await _setup(h)
+    verifier, challenge = pkce_pair()
+    code = query_of(await Browser(h.http, "alice", PASSWORD).authorize(
+        _authorize_url(client_id, challenge)))["code"]
+    body = (await _exchange(h.http, client_id, code, verifier)).json()
+    remember(body["refresh_token"])
+    assert (await _userinfo(h.http, body["access_token"])).status_code == 200
+    other, secret = create_client(h.runtime, name="other")
+    assert secret
+    foreign = await h.http.post("/revoke", data={"token": body["refresh_token"]},
+                                auth=(other.client_id, secret))
+    assert foreign.status_code == 400  # unauthorized_client: not its token
+    response = await h.http.post("/revoke", data={
+        "token": body["refresh_token"], "token_type_hint": "refresh_token",
+        "client_id": client_id})
+    assert response.status_code == 200
+    assert (await _userinfo(h.http, body["access_token"])).status_code == 401
+    refreshed = await h.http.post("/token", data={
+        "grant_type": "refresh_token", "refresh_token": body["refresh_token"],
+        "client_id": client_id})
+    assert refreshed.status_code == 400
+    again = await h.http.post("/revoke", data={"token": "rt_unknown", "client_id": client_id})
+    assert again.status_code == 200
