@@ -114,3 +114,23 @@ def test_config_example_command(capsys: pytest.CaptureFixture[str], config: str)
     assert code == 0
     root = Path(__file__).resolve().parent.parent
     assert out == (root / "config.example.toml").read_text()
+
+
+def test_public_client_for_the_code_flow(capsys: pytest.CaptureFixture[str],
+                                         config: str) -> None:
+    created = run_json(capsys, config, "clients", "create", "--name", "desk agent",
+                       "--auth-method", "none", "--grant-type", "authorization_code",
+                       "--grant-type", "refresh_token",
+                       "--redirect-uri", "http://127.0.0.1/callback")
+    assert isinstance(created, dict)
+    assert created["client_secret"] is None
+    assert created["token_endpoint_auth_method"] == "none"
+    assert created["grant_types"] == ["authorization_code", "refresh_token"]
+    assert created["redirect_uris"] == ["http://127.0.0.1/callback"]
+    # Without a redirect URI, or public with client_credentials: refused, nothing made.
+    code, _, err = run(capsys, config, "clients", "create", "--name", "x",
+                       "--grant-type", "authorization_code")
+    assert code != 0 and "redirect_uris" in err
+    code, _, err = run(capsys, config, "clients", "create", "--name", "y",
+                       "--auth-method", "none")
+    assert code != 0 and "token_endpoint_auth_method" in err

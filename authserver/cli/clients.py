@@ -54,6 +54,8 @@ def cmd_clients_create(args: argparse.Namespace, settings: Settings) -> int:
         resources=tuple(args.resource or ()), auth_method=method, jwks=jwks,
         jwks_uri=args.jwks_uri, org_id=args.org,
         rate_limits=rate_limit_pairs(args.rate_limit) or (),
+        grant_types=tuple(args.grant_type or ("client_credentials",)),
+        redirect_uris=tuple(args.redirect_uri or ()),
     )
     with database(settings).session(write=True) as session:
         record, secret = clients.create_client(session, ScopeCatalog(settings), spec,
@@ -146,7 +148,13 @@ def add_commands(sub: Any) -> None:
     create.add_argument("--resource", action="append", metavar="URL")
     create.add_argument("--jwks-uri", metavar="URL", help="private_key_jwt keys by URL")
     create.add_argument("--jwks-file", metavar="PATH", help="private_key_jwt keys (JWK Set)")
-    create.add_argument("--auth-method", choices=list(clients.AUTH_METHODS))
+    create.add_argument("--auth-method", choices=[*clients.AUTH_METHODS, "none"],
+                        help="none: a public client (authorization code with PKCE only)")
+    create.add_argument("--grant-type", action="append",
+                        choices=["client_credentials", "authorization_code", "refresh_token"],
+                        help="repeatable; default client_credentials")
+    create.add_argument("--redirect-uri", action="append", metavar="URL",
+                        help="for authorization_code (repeatable; https, or http on loopback)")
     create.add_argument("--org", default="org_default")
     create.add_argument("--rate-limit", action="append", metavar="KIND=RATE",
                         help="hourly=1000/hour or burst=60/minute (repeatable; default: "
