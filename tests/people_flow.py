@@ -61,10 +61,10 @@ class Browser:
                 return location
             if response.status_code == 200 and 'action="/authorize/decision"' in response.text:
                 form = response.text.split('action="/authorize/decision"', 1)[1]
-                fields = hidden_fields(form.split("</form>", 1)[0])
+                answer = hidden_fields(form.split("</form>", 1)[0])
                 response = await self.http.post(
                     "/authorize/decision", content=urlencode(
-                        [*fields, ("decision", self.decision)]),
+                        [*answer, ("decision", self.decision)]),
                     headers={"content-type": "application/x-www-form-urlencoded"})
                 continue
             raise AssertionError(f"unexpected page {response.status_code}: {response.text[-900:]}")
