@@ -355,7 +355,7 @@ class AuthorizationSettings(_Section):
 
 
 class CimdSettings(_Section):
-    """Client ID Metadata Documents: an https URL as client_id (docs/authorization.md)."""
+    """Client ID Metadata Documents: an https URL as client_id (docs/cimd.md)."""
 
     enabled: bool = Field(
         True, description="Accept an https URL as client_id and fetch its metadata document.",
