@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - the fixtures imported below are parameters of the test
 """The authorization code flow in a real browser: headless Chromium (Playwright) against a
 live server, with the client's redirect URI served by a small local HTTP server.
 
@@ -13,20 +14,28 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from authserver import audit, users
 from tests import factories
-from tests.conftest import LiveServer, start_live_server
+from tests.conftest import LiveServer
 from tests.jwks_server import StaticServer
 from tests.people_flow import pkce_pair, query_of
-from tests.test_admin_ui_browser import CHROMIUM, PASSWORD, TIMEOUT_MS, Shots
+
+# The admin UI test's server and Chromium fixtures, shared (pytest passes them by name).
+from tests.test_admin_ui_browser import (  # noqa: F401
+    CHROMIUM,
+    PASSWORD,
+    TIMEOUT_MS,
+    Shots,
+    browser,
+    live,
+)
 
 USERNAME = "alice"
 # the data: icon keeps Chromium from asking the callback server for /favicon.ico (a 404)
@@ -36,21 +45,6 @@ CALLBACK_PAGE = (b'<!doctype html><link rel="icon" href="data:,"><title>Desk Age
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason=f"no Chromium at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
-    server = start_live_server(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
-        yield chromium
-        chromium.close()
 
 
 class _IgnoringQuery(dict[str, Any]):
