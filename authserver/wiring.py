@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -232,7 +233,8 @@ def people_pages(settings: Settings, rt: Runtime) -> AccountPages | None:
     """The authorization endpoint, sign-in, consent and account pages, and userinfo."""
     if not settings.authorization.enabled:
         return None
-    requests = AuthorizationRequests(settings, rt.catalog, rt.tokens.lookup_explained)
+    requests = AuthorizationRequests(settings, rt.catalog,
+                                     partial(rt.tokens.lookup, explain=True))
     pages = AccountPages(settings, rt.db, rt.clock, SignIn(settings, rt.db, rt.clock),
                          rt.catalog, requests)
     pages.bind(rt.tokens, rt.revocation.inspector)

@@ -94,9 +94,6 @@ class TokenService:
                 return None
         return await self.clients.get(client_id)
 
-    async def lookup_explained(self, client_id: str) -> ClientRecord | None:
-        return await self.lookup(client_id, explain=True)
-
     async def issue(self, request: TokenRequest) -> dict[str, Any]:
         params = request.params
         grant_type = params.get("grant_type")
@@ -110,8 +107,8 @@ class TokenService:
         _enforce(await self.limits.organization.check(client.org_id, stats=False))
         if grant_type not in self.supported:
             raise UnsupportedGrantType("This grant_type is not supported")
-        if grant_type not in client.grant_types or (client.public and grant_type not in
-                                                    PERSON_GRANTS):
+        # (A public client never holds client_credentials: the domain refuses that pairing.)
+        if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"This client may not use the {grant_type} grant")
         if grant_type in PERSON_GRANTS and self.people is not None:
             answer = await self.people.exchange(grant_type, client, params, request.resources,

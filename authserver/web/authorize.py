@@ -8,7 +8,7 @@ goes back to the client with a code, `state` and `iss`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -237,6 +237,3 @@ def safe_return(value: str | None) -> str:
         return value
     return "/account"
 
-
-def client_names(records: Sequence[Any]) -> dict[str, str]:
-    return {r.client_id: r.name for r in records if r is not None}
